@@ -1,0 +1,3 @@
+from gluebench.cli import main
+
+main()

@@ -1,0 +1,118 @@
+"""Official GLUE metrics and the GLUE score: pure functions, no I/O.
+
+Every metric is reported x100, as the leaderboard shows it. The GLUE score is the leaderboard's: the mean
+over the nine tasks of each task's own mean over its metrics (so MRPC counts as the mean of F1 and accuracy,
+MNLI once as the mean of matched and mismatched accuracy); WNLI counts, AX does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from gluebench.errors import GluebenchError
+from gluebench.tasks import GLUE_TASKS, TaskSpec, get_task
+
+MetricFn = Callable[[np.ndarray, np.ndarray], float]
+
+
+def _mcc(pred: np.ndarray, gold: np.ndarray) -> float:
+    return float(matthews_corrcoef(gold, pred))
+
+
+def _accuracy(pred: np.ndarray, gold: np.ndarray) -> float:
+    return float(accuracy_score(gold, pred))
+
+
+def _f1(pred: np.ndarray, gold: np.ndarray) -> float:
+    """F1 of the positive class "1" (MRPC: paraphrase, QQP: duplicate), as the leaderboard reports it."""
+    return float(f1_score(gold, pred, pos_label="1", average="binary", zero_division=0.0))
+
+
+def _constant_safe(stat: Callable[..., object], pred: np.ndarray, gold: np.ndarray) -> float:
+    if np.ptp(pred) == 0 or np.ptp(gold) == 0:
+        return 0.0  # correlation with a constant is undefined; count it as no correlation
+    return float(stat(pred, gold)[0])  # type: ignore[index]
+
+
+def _pearson(pred: np.ndarray, gold: np.ndarray) -> float:
+    return _constant_safe(pearsonr, pred.astype(float), gold.astype(float))
+
+
+def _spearman(pred: np.ndarray, gold: np.ndarray) -> float:
+    return _constant_safe(spearmanr, pred.astype(float), gold.astype(float))
+
+
+METRICS: dict[str, MetricFn] = {
+    "mcc": _mcc,
+    "r3": _mcc,  # AX: Matthews correlation over the three NLI classes (R3 in the GLUE paper)
+    "accuracy": _accuracy,
+    "f1": _f1,
+    "pearson": _pearson,
+    "spearman": _spearman,
+}
+
+
+def compute_metrics(
+    task: TaskSpec | str, predictions: Sequence[object], gold: Sequence[object], suffix: str = ""
+) -> dict[str, float]:
+    """The task's official metrics (x100) of predictions against gold labels (label strings or scores)."""
+    spec = get_task(task) if isinstance(task, str) else task
+    if len(predictions) != len(gold):
+        raise GluebenchError(f"{spec.name}: {len(predictions)} predictions for {len(gold)} gold labels")
+    if len(gold) == 0:
+        raise GluebenchError(f"{spec.name}: no examples to score")
+    kind = float if spec.is_regression else str
+    pred = np.asarray([kind(p) for p in predictions])
+    ref = np.asarray([kind(g) for g in gold])
+    return {
+        (f"{name}_{suffix}" if suffix else name): 100.0 * METRICS[name](pred, ref) for name in spec.metrics
+    }
+
+
+@dataclass(frozen=True)
+class GlueScore:
+    """The GLUE score of a set of per-task results; partial when some of the nine tasks are missing."""
+
+    value: float | None
+    task_scores: dict[str, float]
+    missing: tuple[str, ...]
+
+    @property
+    def is_partial(self) -> bool:
+        return bool(self.missing)
+
+    @property
+    def label(self) -> str:
+        """How to show the score: never present a partial mean as a GLUE score."""
+        if self.value is None:
+            return "no GLUE score (0/9 tasks)"
+        done = len(self.task_scores)
+        if self.is_partial:
+            return f"{self.value:.1f} (partial, {done}/{len(GLUE_TASKS)} tasks)"
+        return f"{self.value:.1f}"
+
+
+def task_score(task: TaskSpec | str, metrics: Mapping[str, float]) -> float:
+    """A task's contribution to the GLUE score: the mean of its official metrics."""
+    spec = get_task(task) if isinstance(task, str) else task
+    missing = [key for key in spec.metric_keys if key not in metrics]
+    if missing:
+        raise GluebenchError(f"{spec.name}: results lack metric(s) {', '.join(missing)}")
+    return float(np.mean([float(metrics[key]) for key in spec.metric_keys]))
+
+
+def glue_score(results: Mapping[str, Mapping[str, float]]) -> GlueScore:
+    """The leaderboard's GLUE score from ``{task: {metric: value}}`` (values x100)."""
+    scores: dict[str, float] = {}
+    for name, metrics in results.items():
+        spec = get_task(name)
+        if spec.in_glue_score:
+            scores[spec.name] = task_score(spec, metrics)
+    missing = tuple(t for t in GLUE_TASKS if t not in scores)
+    value = float(np.mean(list(scores.values()))) if scores else None
+    return GlueScore(value=value, task_scores=scores, missing=missing)

@@ -1,0 +1,307 @@
+"""The GLUE task registry: every task is data, nothing else in the package branches on task names.
+
+Each `TaskSpec` says where its official files live (relative to a GLUE data directory laid out as the
+standard ``download_glue_data.py`` leaves it), which columns hold what, the label strings in the order
+the Hugging Face ``glue`` configs use, the official metrics, and what the GLUE server wants back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from gluebench.errors import GluebenchError
+
+LAST = -1  # column index meaning "the last field of the row" (MNLI's gold_label)
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """One official file of a task and how to read it."""
+
+    name: str
+    path: str  # relative to the GLUE data directory
+    rows: int  # official number of examples
+    header: bool = True
+    text_a: int = 0
+    text_b: int | None = None
+    label: int | None = None  # None: unlabeled (test)
+    index: int | None = None  # None: the row number is the index
+    fields: int | None = None  # exact number of fields per row, where the file guarantees it
+    sha256: str | None = None  # digest of the official file
+    git_blob: str | None = None  # git blob id, where only that is published
+
+    @property
+    def labeled(self) -> bool:
+        return self.label is not None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A GLUE task described declaratively."""
+
+    name: str
+    description: str
+    domain: str
+    splits: tuple[SplitSpec, ...]
+    labels: tuple[str, ...] | None  # None: regression
+    metrics: tuple[str, ...]  # official metric names, the first is the main one
+    dev_splits: dict[str, str] = field(default_factory=lambda: {"dev": ""})  # split -> metric suffix
+    test_files: dict[str, str] = field(default_factory=dict)  # test split -> server file name
+    in_glue_score: bool = True
+    label_range: tuple[float, float] | None = None  # regression targets
+    predicted_by: str | None = None  # AX is predicted with the MNLI model
+    extra_columns: tuple[str, ...] = ()  # named columns beyond the texts (AX categories)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.labels is None
+
+    @property
+    def is_pair(self) -> bool:
+        return any(s.text_b is not None for s in self.splits)
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.labels is None else len(self.labels)
+
+    @property
+    def main_metric(self) -> str:
+        return self.metric_keys[0]
+
+    @property
+    def metric_keys(self) -> tuple[str, ...]:
+        """Keys of this task's results, e.g. ``("f1", "accuracy")`` or MNLI's matched/mismatched pair."""
+        return tuple(
+            f"{metric}_{suffix}" if suffix else metric
+            for split, suffix in self.dev_splits.items()
+            for metric in self.metrics
+        )
+
+    @property
+    def has_train(self) -> bool:
+        return any(s.name == "train" for s in self.splits)
+
+    def split(self, name: str) -> SplitSpec:
+        for spec in self.splits:
+            if spec.name == name:
+                return spec
+        known = ", ".join(s.name for s in self.splits)
+        raise GluebenchError(f"task {self.name} has no split {name!r} (splits: {known})")
+
+    def label_index(self, label: str) -> int:
+        assert self.labels is not None
+        return self.labels.index(label)
+
+
+def _pair_glue_splits(
+    dirname: str, rows: tuple[int, int, int], sha: tuple[str | None, str | None, str | None]
+) -> tuple[SplitSpec, ...]:
+    """RTE, WNLI and QNLI share one layout: index, sentence1, sentence2, label."""
+    train, dev, test = rows
+    return (
+        SplitSpec("train", f"{dirname}/train.tsv", train, text_a=1, text_b=2, label=3, index=0, fields=4,
+                  sha256=sha[0]),
+        SplitSpec("dev", f"{dirname}/dev.tsv", dev, text_a=1, text_b=2, label=3, index=0, fields=4,
+                  sha256=sha[1]),
+        SplitSpec("test", f"{dirname}/test.tsv", test, text_a=1, text_b=2, index=0, fields=3, sha256=sha[2]),
+    )
+
+
+NLI3 = ("entailment", "neutral", "contradiction")
+NLI2 = ("entailment", "not_entailment")
+BINARY = ("0", "1")
+
+_TASK_LIST: tuple[TaskSpec, ...] = (
+    TaskSpec(
+        name="CoLA",
+        description="Is the sentence grammatically acceptable?",
+        domain="linguistics books and articles",
+        labels=BINARY,
+        metrics=("mcc",),
+        test_files={"test": "CoLA.tsv"},
+        splits=(
+            SplitSpec("train", "CoLA/train.tsv", 8551, header=False, text_a=3, label=1, fields=4,
+                      sha256="cb368ebeb9f27d7ad03720d27ddc95687a311bdb100781a2fe59a5f5b1bc0624"),
+            SplitSpec("dev", "CoLA/dev.tsv", 1043, header=False, text_a=3, label=1, fields=4,
+                      sha256="8c013e21dc39957cac37378d87bebe225b694a0d5fe13eded66c2856628833fd"),
+            SplitSpec("test", "CoLA/test.tsv", 1063, text_a=1, index=0, fields=2,
+                      sha256="3b4df85f7a9a0633574b38d181e18090ac961a24b18fb6bcd74999ddea8ad0b8"),
+        ),
+    ),
+    TaskSpec(
+        name="SST-2",
+        description="Is the movie-review sentence positive (1) or negative (0)?",
+        domain="movie reviews",
+        labels=BINARY,
+        metrics=("accuracy",),
+        test_files={"test": "SST-2.tsv"},
+        splits=(
+            SplitSpec("train", "SST-2/train.tsv", 67349, text_a=0, label=1, fields=2,
+                      sha256="48eac26399f8456935f81dd9e3a745c1430adb6c62e233ccfe22db4a0d15d1d1"),
+            SplitSpec("dev", "SST-2/dev.tsv", 872, text_a=0, label=1, fields=2,
+                      sha256="54a9c12c77e402fc14d6a66a506f24d999f596b0176eb777c972cccc2f9cc4b0"),
+            SplitSpec("test", "SST-2/test.tsv", 1821, text_a=1, index=0, fields=2,
+                      sha256="69a938605609b3e6663b4487918fe1565eb293734e6e520d0366d1d412fd2a13"),
+        ),
+    ),
+    TaskSpec(
+        name="MRPC",
+        description="Are the two sentences paraphrases of each other?",
+        domain="news",
+        labels=BINARY,
+        metrics=("f1", "accuracy"),
+        test_files={"test": "MRPC.tsv"},
+        splits=(
+            SplitSpec("train", "MRPC/train.tsv", 3668, text_a=3, text_b=4, label=0, fields=5,
+                      sha256="69abcedee3cf738c6ce58d772e43e1b7cdf5b4edee4aceda459c0d9f4e5599f3"),
+            SplitSpec("dev", "MRPC/dev.tsv", 408, text_a=3, text_b=4, label=0, fields=5,
+                      sha256="9e8f284788040f7c9ecde2e1b3c07237c756f926bd9ef8548ef5d34b56f69f17"),
+            SplitSpec("test", "MRPC/test.tsv", 1725, text_a=3, text_b=4, index=0, fields=5,
+                      sha256="aee460ceda833926b8ab2ad952d399f5cf8bc9335cff19afcac03dc449558622"),
+        ),
+    ),
+    TaskSpec(
+        name="STS-B",
+        description="How similar are the two sentences, from 0 to 5?",
+        domain="news captions, video and image captions, forums",
+        labels=None,
+        label_range=(0.0, 5.0),
+        metrics=("pearson", "spearman"),
+        test_files={"test": "STS-B.tsv"},
+        splits=(
+            SplitSpec("train", "STS-B/train.tsv", 5749, text_a=7, text_b=8, label=9, index=0, fields=10,
+                      sha256="41c4d978b6162abdcada7e49a982211954cca5459c228db478af333124b257a2"),
+            SplitSpec("dev", "STS-B/dev.tsv", 1500, text_a=7, text_b=8, label=9, index=0, fields=10,
+                      sha256="fe7dc0632a5033562f3cadff991f6e8d9b9b6311861660e78c3c82eb7db67f59"),
+            SplitSpec("test", "STS-B/test.tsv", 1379, text_a=7, text_b=8, index=0, fields=9,
+                      sha256="16b4223d7d44a644fbc10f1b449472cfe81e1715fb07cf44023b0aa88ce856eb"),
+        ),
+    ),
+    TaskSpec(
+        name="QQP",
+        description="Are the two Quora questions duplicates?",
+        domain="social QA questions",
+        labels=BINARY,
+        metrics=("f1", "accuracy"),
+        test_files={"test": "QQP.tsv"},
+        splits=(
+            SplitSpec("train", "QQP/train.tsv", 363846, text_a=3, text_b=4, label=5, index=0, fields=6,
+                      git_blob="9298352dd48d3f0886865f9abad89d74c3360a2d"),
+            SplitSpec("dev", "QQP/dev.tsv", 40430, text_a=3, text_b=4, label=5, index=0, fields=6,
+                      git_blob="75842e0860b72c7d52778ad6d72b55edc6fb2c7d"),
+            SplitSpec("test", "QQP/test.tsv", 390965, text_a=1, text_b=2, index=0, fields=3,
+                      git_blob="d64b558208ca6e0cde87d902aca186c4ef377b25"),
+        ),
+    ),
+    TaskSpec(
+        name="MNLI",
+        description="Does the premise entail, contradict or say nothing of the hypothesis?",
+        domain="fiction, government, travel, telephone, letters and more (matched / mismatched genres)",
+        labels=NLI3,
+        metrics=("accuracy",),
+        dev_splits={"dev_matched": "matched", "dev_mismatched": "mismatched"},
+        test_files={"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"},
+        splits=(
+            SplitSpec("train", "MNLI/train.tsv", 392702, text_a=8, text_b=9, label=LAST, index=0),
+            SplitSpec("dev_matched", "MNLI/dev_matched.tsv", 9815, text_a=8, text_b=9, label=LAST, index=0,
+                      git_blob="6837729e383ed9df86cd4826a213d01c990b2f49"),
+            SplitSpec("dev_mismatched", "MNLI/dev_mismatched.tsv", 9832, text_a=8, text_b=9, label=LAST,
+                      index=0, git_blob="b759450eec8ff62a5edfda5d37e453eb6122c683"),
+            SplitSpec("test_matched", "MNLI/test_matched.tsv", 9796, text_a=8, text_b=9, index=0, fields=10,
+                      git_blob="618ccbdf51d48461d3a433112fd111c4b544d693"),
+            SplitSpec("test_mismatched", "MNLI/test_mismatched.tsv", 9847, text_a=8, text_b=9, index=0,
+                      fields=10, git_blob="b8b24febe8c850c23526e3df8b310e74e6f8fcbb"),
+        ),
+    ),
+    TaskSpec(
+        name="QNLI",
+        description="Does the Wikipedia sentence contain the answer to the question?",
+        domain="Wikipedia",
+        labels=NLI2,
+        metrics=("accuracy",),
+        test_files={"test": "QNLI.tsv"},
+        splits=(
+            SplitSpec("train", "QNLI/train.tsv", 104743, text_a=1, text_b=2, label=3, index=0, fields=4,
+                      git_blob="712d0ecf5d185ee525c02acd908b96f3b43624a5"),
+            SplitSpec("dev", "QNLI/dev.tsv", 5463, text_a=1, text_b=2, label=3, index=0, fields=4,
+                      sha256="ac19409dcb04631eaaa094bdebdcf621086bc352503dfb6a1a648b614986f4fd"),
+            SplitSpec("test", "QNLI/test.tsv", 5463, text_a=1, text_b=2, index=0, fields=3,
+                      sha256="6d856264e292fa7a7bc7b8e182efa1454ffd9532733c12ad813017dd5b377a5a"),
+        ),
+    ),
+    TaskSpec(
+        name="RTE",
+        description="Does the first text entail the second?",
+        domain="news, Wikipedia",
+        labels=NLI2,
+        metrics=("accuracy",),
+        test_files={"test": "RTE.tsv"},
+        splits=_pair_glue_splits(
+            "RTE",
+            (2490, 277, 3000),
+            (
+                "41e3a9b063433392343fad9e962cf2f58b681c78d8f71592f4186f0837246c5c",
+                "80230dfa1347282e7b532b06a1004a76a710087541189bf874223ddf0e3819fb",
+                "6e33f09b5c2bfd5fd5fde217070f3dd49e484e33b9752b5864cf36fc421a213f",
+            ),
+        ),
+    ),
+    TaskSpec(
+        name="WNLI",
+        description="Is the sentence with the pronoun replaced entailed by the original (Winograd)?",
+        domain="fiction books",
+        labels=BINARY,
+        metrics=("accuracy",),
+        test_files={"test": "WNLI.tsv"},
+        splits=_pair_glue_splits(
+            "WNLI",
+            (635, 71, 146),
+            (
+                "9a88e9d54b6861cc796a088e9acf4f5f65064a9ef65ae6fa7a688b28391e5c9a",
+                "cba00490596dd14be8cf53b4f53bb744abe3a7b89f81ab210528d80225338ed5",
+                "ff0296817e235bf6f7a230c5f6781bd6ee228a45445f6510831fdef6f2a04766",
+            ),
+        ),
+    ),
+    TaskSpec(
+        name="AX",
+        description="Diagnostic NLI pairs tagged with linguistic phenomena, predicted with the MNLI model",
+        domain="hand-crafted, news, Reddit, Wikipedia, ACL papers",
+        labels=NLI3,
+        metrics=("r3",),
+        dev_splits={"full": ""},
+        test_files={"test": "AX.tsv"},
+        in_glue_score=False,
+        predicted_by="MNLI",
+        extra_columns=("Lexical Semantics", "Predicate-Argument Structure", "Logic", "Knowledge", "Domain"),
+        splits=(
+            SplitSpec("test", "diagnostic/diagnostic.tsv", 1104, text_a=1, text_b=2, index=0, fields=3,
+                      sha256="0e13510b1bb14436ff7e2ee82338f0efb0133ecf2e73507a697dc210db3f05fd"),
+            SplitSpec("full", "diagnostic/diagnostic-full.tsv", 1104, text_a=5, text_b=6, label=7, fields=8,
+                      sha256="f3e30cb6e5b8f229c0883f3da66d7378c6f037a5c89be9ca7d33929ab3333115"),
+        ),
+    ),
+)
+
+TASKS: dict[str, TaskSpec] = {task.name: task for task in _TASK_LIST}
+GLUE_TASKS: tuple[str, ...] = tuple(t.name for t in _TASK_LIST if t.in_glue_score)
+_ALIASES = {name.lower().replace("-", ""): name for name in TASKS} | {"sts": "STS-B", "sst": "SST-2"}
+
+
+def get_task(name: str) -> TaskSpec:
+    """Look a task up by its GLUE name, case and dashes ignored (``sst2``, ``STS-B``, ``mnli``)."""
+    key = name.strip().lower().replace("-", "").replace("_", "")
+    if key in _ALIASES:
+        return TASKS[_ALIASES[key]]
+    raise GluebenchError(f"unknown task {name!r} (choose from: {', '.join(TASKS)}, or 'all')")
+
+
+def resolve_tasks(names: Iterable[str] | str | None, *, include_ax: bool = False) -> list[TaskSpec]:
+    """Turn user input (``"all"``, ``"CoLA,RTE"`` or a list) into task specs, in registry order."""
+    if names is None or names == "all" or (not isinstance(names, str) and list(names) == ["all"]):
+        return [t for t in _TASK_LIST if t.in_glue_score or include_ax]
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n.strip()]
+    wanted = {get_task(n).name for part in names for n in part.split(",") if n.strip()}
+    return [t for t in _TASK_LIST if t.name in wanted]
