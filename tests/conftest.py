@@ -1,0 +1,38 @@
+"""Shared fixtures: the real GLUE files in ../shared, and an isolated cache per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared(name: str) -> Path:
+    env = os.environ.get("GLUE_DIR") if name == "glue_data" else None
+    path = Path(env) if env else REPO.parent / "shared" / name
+    if not path.is_dir():
+        pytest.exit(f"the real GLUE files are expected at {path} (set GLUE_DIR)", returncode=2)
+    return path
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    """The official GLUE files (CoLA, SST-2, MRPC, STS-B, RTE, WNLI, QNLI dev/test, AX)."""
+    return _shared("glue_data")
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    """Small real slices of MNLI, QQP and QNLI train in their official column layout."""
+    return _shared("glue_samples")
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Never touch the user's ~/.cache/gluebench: each test gets its own cache root."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("GLUEBENCH_CACHE", str(cache))
+    return cache
