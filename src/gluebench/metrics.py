@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
@@ -87,14 +88,21 @@ class GlueScore:
         return bool(self.missing)
 
     @property
+    def rounded(self) -> float | None:
+        """One decimal, half up, as the leaderboard shows it (87.05 -> 87.1, whatever float error says)."""
+        if self.value is None:
+            return None
+        return float(Decimal(f"{self.value:.6f}").quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+    @property
     def label(self) -> str:
         """How to show the score: never present a partial mean as a GLUE score."""
         if self.value is None:
             return "no GLUE score (0/9 tasks)"
         done = len(self.task_scores)
         if self.is_partial:
-            return f"{self.value:.1f} (partial, {done}/{len(GLUE_TASKS)} tasks)"
-        return f"{self.value:.1f}"
+            return f"{self.rounded:.1f} (partial, {done}/{len(GLUE_TASKS)} tasks)"
+        return f"{self.rounded:.1f}"
 
 
 def task_score(task: TaskSpec | str, metrics: Mapping[str, float]) -> float:

@@ -12,7 +12,6 @@ from rich.table import Table
 from gluebench.cli.app import app
 from gluebench.cli.tasks import score_table
 from gluebench.config import RunConfig, config_from_mapping, load_config
-from gluebench.runner import run
 from gluebench.runs import list_runs
 
 console = Console()
@@ -63,6 +62,8 @@ def run_command(
     if no_progress:
         given["progress"] = False
     config: RunConfig = load_config(config_file, given) if config_file else config_from_mapping(given, "option")
+    from gluebench.runner import run  # imported here: torch is slow to import for every command
+
     try:
         summary = run(config, resume=resume, report=console.print)
     except KeyboardInterrupt:

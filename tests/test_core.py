@@ -1,0 +1,158 @@
+"""Registry, config validation, atomic writes, run index and the basic CLI commands."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gluebench.config import RunConfig, config_from_mapping, load_config
+from gluebench.errors import ConfigError, GluebenchError
+from gluebench.runs import atomic_write_json, list_runs, register_run
+from gluebench.tasks import GLUE_TASKS, TASKS, get_task, resolve_tasks
+
+CLI = [sys.executable, "-m", "gluebench"]
+
+
+def gluebench(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, **kwargs)  # type: ignore[call-overload]
+
+
+def test_registry_has_the_nine_tasks_and_ax() -> None:
+    assert GLUE_TASKS == ("CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI")
+    assert not TASKS["AX"].in_glue_score
+    assert TASKS["MNLI"].metric_keys == ("accuracy_matched", "accuracy_mismatched")
+    assert TASKS["STS-B"].is_regression and TASKS["STS-B"].num_labels == 1
+    server_files = [f for t in TASKS.values() for f in t.test_files.values()]
+    assert len(server_files) == 11 and "MNLI-mm.tsv" in server_files
+
+
+@pytest.mark.parametrize(("alias", "name"), [("sst2", "SST-2"), ("STS-B", "STS-B"), ("mnli", "MNLI"), ("ax", "AX")])
+def test_task_aliases(alias: str, name: str) -> None:
+    assert get_task(alias).name == name
+
+
+def test_unknown_task_names_the_choices() -> None:
+    with pytest.raises(GluebenchError, match="unknown task 'colaa'.*CoLA"):
+        resolve_tasks("CoLA,colaa")
+
+
+def test_config_file_rejects_unknown_keys_and_bad_values(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model: glove-cbow\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: unknown key 'learning_rate' \(allowed: model, tasks"):
+        load_config(path)
+    path.write_text("lr: -0.1\n")
+    with pytest.raises(ConfigError, match="'lr' must be positive"):
+        load_config(path)
+    path.write_text("epochs: three\n")
+    with pytest.raises(ConfigError, match="'epochs' must be int"):
+        load_config(path)
+    path.write_text("model: glove-cbow\ntasks: [RTE, WNLI]\nseeds: [1, 2]\nlr: 0.001\n")
+    config = load_config(path, {"epochs": 2})
+    assert (config.tasks, config.seeds, config.lr, config.epochs) == (["RTE", "WNLI"], [1, 2], 0.001, 2)
+
+
+def test_config_coerces_cli_strings() -> None:
+    config = config_from_mapping({"seeds": "1,2,3", "tasks": "CoLA,RTE"})
+    assert config.seeds == [1, 2, 3] and config.tasks == ["CoLA", "RTE"]
+    assert RunConfig().model == "glove-bilstm"
+
+
+def test_atomic_write_leaves_no_partial_file_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    atomic_write_json(target, {"a": 1})
+    with pytest.raises(TypeError):
+        atomic_write_json(target, {"a": object()})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_atomic_write_to_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
+    """/proc refuses new files even to root, like a read-only mount; a file as parent is another way to fail."""
+    with pytest.raises(GluebenchError, match=r"^/proc/gluebench: cannot write here"):
+        atomic_write_json(Path("/proc/gluebench/x.json"), {})
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(GluebenchError, match="cannot write here"):
+        atomic_write_json(blocker / "x.json", {})
+
+
+def _register_many(args: tuple[str, int]) -> None:
+    cache, worker = args
+    import os
+
+    os.environ["GLUEBENCH_CACHE"] = cache
+    for i in range(15):
+        register_run({"run_dir": f"/tmp/run-{worker}-{i}", "model": "m", "tasks": [], "seeds": [1]})
+
+
+def test_concurrent_runs_do_not_corrupt_the_index(isolated_cache: Path) -> None:
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        pool.map(_register_many, [(str(isolated_cache), w) for w in range(4)])
+    entries = list_runs()
+    assert len(entries) == 60
+    assert len({e["id"] for e in entries}) == 60
+
+
+def test_cli_tasks_lists_every_task() -> None:
+    result = gluebench("tasks")
+    assert result.returncode == 0, result.stderr
+    for name in TASKS:
+        assert name in result.stdout
+    assert "392,702" in result.stdout  # MNLI train size
+
+
+def test_cli_show_prints_real_examples(glue_dir: Path) -> None:
+    result = gluebench("show", "CoLA", "-n", "3", "--data-dir", str(glue_dir))
+    assert result.returncode == 0, result.stderr
+    assert "The sailors rode the breeze clear of the rocks." in result.stdout
+
+
+def test_cli_score_full_and_partial(tmp_path: Path) -> None:
+    from tests.test_metrics import BERT_LARGE
+
+    full = tmp_path / "full.json"
+    full.write_text(json.dumps(BERT_LARGE))
+    result = gluebench("score", str(full), env={"COLUMNS": "200", **_env()})
+    assert result.returncode == 0, result.stderr
+    assert "80.5" in result.stdout and "partial" not in result.stdout
+    part = tmp_path / "part.json"
+    part.write_text(json.dumps({"CoLA": {"mcc": 30.0}, "RTE": {"accuracy": 60.0}}))
+    result = gluebench("score", str(part), env={"COLUMNS": "200", **_env()})
+    assert "45.0 (partial, 2/9 tasks)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "bad.json:1: not valid JSON"),
+        ('{"CoLA": {"accuracy": 50}}', "CoLA has no metric 'accuracy'"),
+        ('{"Cola2": {"mcc": 50}}', "unknown task 'Cola2'"),
+    ],
+)
+def test_cli_score_bad_file_is_one_line_error(tmp_path: Path, content: str, message: str) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    result = gluebench("score", str(bad))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_run_rejects_unknown_model_and_bad_option(tmp_path: Path) -> None:
+    result = gluebench("run", "--model", "glove-xl", "-o", str(tmp_path / "r"))
+    assert result.returncode == 2 and "unknown model 'glove-xl'" in result.stderr
+    result = gluebench("run", "--lr", "-1", "-o", str(tmp_path / "r"))
+    assert result.returncode == 2 and "'lr' must be positive" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
