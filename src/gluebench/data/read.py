@@ -29,8 +29,21 @@ class Example:
     extras: dict[str, str] = field(default_factory=dict)
 
 
+MAX_LINE_BYTES = 1 << 20  # the longest official row is a few KiB; a megabyte means the file is not a GLUE file
+
+
+def _short(value: str, limit: int = 40) -> str:
+    """A field quoted for an error message, cut so that one bad field cannot flood the terminal."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
 def iter_rows(path: Path, *, header: bool) -> Iterator[tuple[int, list[str]]]:
-    """Yield ``(line_number, fields)`` for every data row; line numbers are 1-based, as editors show them."""
+    """Yield ``(line_number, fields)`` for every data row; line numbers are 1-based, as editors show them.
+
+    Tolerated, because official files or ordinary editors do it: a UTF-8 BOM, CRLF line ends, a missing final
+    newline, blank lines at the very end. Everything else that cannot be a GLUE row is a `DataFormatError`
+    naming the line.
+    """
     try:
         raw = path.read_bytes()
     except FileNotFoundError as exc:
@@ -39,19 +52,29 @@ def iter_rows(path: Path, *, header: bool) -> Iterator[tuple[int, list[str]]]:
         raise DataMissingError(f"cannot read file ({exc.strerror})", path=path) from exc
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
+    if b"\r" in raw and b"\n" not in raw:
+        raise DataFormatError("lines end with CR only (old Mac line ends); convert them to LF", path=path)
     lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()  # the final newline, where the file has one
+    while lines and not lines[-1].strip():
+        lines.pop()  # the final newline, where the file has one, and blank lines after the last row
     if not lines:
         raise DataFormatError("file is empty", path=path)
     start = 1 if header else 0
+    if len(lines) <= start:
+        raise DataFormatError("file has a header but no data rows", path=path)
     for number, line in enumerate(lines[start:], start=start + 1):
         if line.endswith(b"\r"):
             line = line[:-1]
+        if len(line) > MAX_LINE_BYTES:
+            raise DataFormatError(
+                f"line is {len(line):,} bytes long (limit {MAX_LINE_BYTES:,}): not a GLUE row", path=path, line=number
+            )
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DataFormatError(f"not valid UTF-8 (byte {exc.start})", path=path, line=number) from exc
+        if "\x00" in text:
+            raise DataFormatError("contains a NUL byte (a binary file?)", path=path, line=number)
         if not text.strip():
             raise DataFormatError("empty line", path=path, line=number)
         yield number, text.split("\t")
@@ -69,17 +92,37 @@ def _parse_label(task: TaskSpec, value: str, path: Path, line: int) -> Label:
     if task.labels is not None:
         if value not in task.labels:
             raise DataFormatError(
-                f"label {value!r} is not one of {task.name}'s labels {list(task.labels)}", path=path, line=line
+                f"label {_short(value)} is not one of {task.name}'s labels {list(task.labels)}", path=path, line=line
             )
         return value
     try:
         score = float(value)
     except ValueError as exc:
-        raise DataFormatError(f"{task.name} score {value!r} is not a number", path=path, line=line) from exc
+        raise DataFormatError(f"{task.name} score {_short(value)} is not a number", path=path, line=line) from exc
     low, high = task.label_range or (-math.inf, math.inf)
     if not low <= score <= high:
         raise DataFormatError(f"{task.name} score {score} is outside [{low:g}, {high:g}]", path=path, line=line)
     return score
+
+
+def _looks_like_data(task: TaskSpec, spec: SplitSpec, fields: list[str]) -> bool:
+    """True when a row that must be the header parses as an example: the header is missing and row 1 would be lost."""
+    if spec.index is not None and len(fields) > spec.index:
+        try:
+            int(fields[spec.index])
+            return True
+        except ValueError:
+            pass
+    if spec.label is None or len(fields) <= max(spec.label, 0):
+        return False
+    value = fields[spec.label].strip()
+    if task.labels is not None:
+        return value in task.labels
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
 
 
 def read_split(task: TaskSpec, split: str | SplitSpec, data_dir: Path) -> list[Example]:
@@ -91,6 +134,8 @@ def read_split(task: TaskSpec, split: str | SplitSpec, data_dir: Path) -> list[E
     examples: list[Example] = []
     seen: set[int] = set()
     for number, fields in iter_rows(path, header=spec.header):
+        if spec.header and not examples and _looks_like_data(task, spec, read_header(path)):
+            raise DataFormatError("the header row is missing (line 1 is an example)", path=path, line=1)
         if spec.fields is not None and len(fields) != spec.fields:
             raise DataFormatError(
                 f"expected {spec.fields} tab-separated fields, found {len(fields)}", path=path, line=number
@@ -106,7 +151,7 @@ def read_split(task: TaskSpec, split: str | SplitSpec, data_dir: Path) -> list[E
                 index = int(fields[spec.index])
             except ValueError as exc:
                 raise DataFormatError(
-                    f"index {fields[spec.index]!r} is not an integer", path=path, line=number
+                    f"index {_short(fields[spec.index])} is not an integer", path=path, line=number
                 ) from exc
             if index in seen:
                 raise DataFormatError(f"duplicate index {index}", path=path, line=number)
