@@ -1,0 +1,224 @@
+"""The AX diagnostic broken down by linguistic phenomenon, as in the GLUE paper's analysis tables.
+
+The labeled ``diagnostic-full.tsv`` tags each pair with coarse categories (Lexical Semantics,
+Predicate-Argument Structure, Logic, Knowledge; a pair may have several or none) holding fine tags
+separated by ``;``, and a Domain. R3 is the Matthews correlation (x100) over the three NLI classes, per
+slice of the file.
+
+The run's NLI model predicts the pairs: MNLI's when the run trained one. Without MNLI (its files are not
+always at hand), an RTE or QNLI model *stands in*: it can only say entailment or not_entailment, so the gold
+labels are collapsed the same way (neutral and contradiction -> not_entailment) and the reported number is
+the binary Matthews correlation on that collapse. It is labeled as such everywhere it is shown: it is not
+comparable with a three-way R3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import matthews_corrcoef
+
+from gluebench.data.read import Example, read_split
+from gluebench.errors import GluebenchError
+from gluebench.runs import RunPaths, atomic_write_bytes, atomic_write_json, now_iso
+from gluebench.tasks import TASKS
+
+COARSE_CATEGORIES = ("Lexical Semantics", "Predicate-Argument Structure", "Logic", "Knowledge")
+NLI_SOURCES = ("MNLI", "RTE", "QNLI")  # preference order; only MNLI predicts the three AX classes
+NOT_ENTAILMENT = "not_entailment"
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One row of an analysis table: which examples, and their R3."""
+
+    group: str  # "all", "coarse", "fine" or "domain"
+    name: str  # e.g. "Logic", "Logic / Negation", "Reddit"
+    count: int
+    r3: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"group": self.group, "name": self.name, "count": self.count, "r3": self.r3}
+
+
+def load_diagnostic(data_dir: Path) -> list[Example]:
+    """The labeled AX pairs with their category columns in ``Example.extras``."""
+    return read_split(TASKS["AX"], "full", data_dir)
+
+
+def fine_tags(example: Example, category: str) -> list[str]:
+    """The fine tags of one coarse category on one example (``"Negation;Conditionals"`` -> two tags)."""
+    return [tag.strip() for tag in example.extras.get(category, "").split(";") if tag.strip()]
+
+
+def coarse_categories(example: Example) -> list[str]:
+    """The coarse categories an example is tagged with (possibly none, possibly several)."""
+    return [category for category in COARSE_CATEGORIES if fine_tags(example, category)]
+
+
+def r3(predictions: Sequence[str], gold: Sequence[str]) -> float:
+    """Matthews correlation x100 (R3 when the labels are the three NLI classes); 0 where undefined."""
+    if len(predictions) != len(gold):
+        raise GluebenchError(f"AX: {len(predictions)} predictions for {len(gold)} gold labels")
+    if not gold:
+        return float("nan")
+    return 100.0 * float(matthews_corrcoef(list(gold), list(predictions)))
+
+
+def collapse_to_binary(label: str) -> str:
+    """Three-way NLI label -> the stand-in models' two-way labels."""
+    return label if label == "entailment" else NOT_ENTAILMENT
+
+
+def breakdown(examples: Sequence[Example], predictions: Sequence[str], *, binary: bool = False) -> list[Slice]:
+    """R3 overall, per coarse category, per (category, fine tag) and per domain, with counts.
+
+    ``binary``: gold labels are collapsed to entailment / not_entailment first (stand-in models).
+    """
+    gold = [collapse_to_binary(str(e.label)) if binary else str(e.label) for e in examples]
+    preds = list(predictions)
+    members: dict[tuple[str, str], list[int]] = {}
+    for i, example in enumerate(examples):
+        members.setdefault(("all", "all"), []).append(i)
+        for category in COARSE_CATEGORIES:
+            tags = fine_tags(example, category)
+            if tags:
+                members.setdefault(("coarse", category), []).append(i)
+            for tag in dict.fromkeys(tags):
+                members.setdefault(("fine", f"{category} / {tag}"), []).append(i)
+        if example.extras.get("Domain"):
+            members.setdefault(("domain", example.extras["Domain"]), []).append(i)
+    order = {"all": 0, "coarse": 1, "fine": 2, "domain": 3}
+    coarse_rank = {c: k for k, c in enumerate(COARSE_CATEGORIES)}
+
+    def sort_key(key: tuple[str, str]) -> tuple[int, int, str]:
+        group, name = key
+        return order[group], coarse_rank.get(name.split(" / ")[0], 0), name
+
+    return [
+        Slice(group, name, len(idx), r3([preds[i] for i in idx], [gold[i] for i in idx]))
+        for (group, name), idx in sorted(members.items(), key=lambda item: sort_key(item[0]))
+    ]
+
+
+def choose_nli_source(paths: RunPaths, seeds: Sequence[int]) -> str:
+    """The run's task whose model predicts AX: MNLI, else RTE, else QNLI (stand-ins)."""
+    for task in NLI_SOURCES:
+        if all(paths.weights(task, seed).is_file() for seed in seeds):
+            return task
+    raise GluebenchError(f"no NLI model to predict AX with: the run trained none of {', '.join(NLI_SOURCES)} "
+                         f"(for seeds {list(seeds)})", path=paths.root)
+
+
+@dataclass
+class DiagnosticReport:
+    """What `diagnose` found: per seed and mean over seeds, for every slice."""
+
+    run_dir: Path
+    source: str
+    stand_in: bool
+    seeds: list[int]
+    per_seed: dict[int, list[Slice]]
+
+    @property
+    def metric_label(self) -> str:
+        return f"R3 (binary collapse: {self.source} stand-in)" if self.stand_in else "R3"
+
+    def mean(self) -> list[dict[str, Any]]:
+        """Rows with mean (and std over seeds) of R3 per slice, in table order."""
+        first = self.per_seed[self.seeds[0]]
+        rows = []
+        for k, item in enumerate(first):
+            values = np.array([self.per_seed[s][k].r3 for s in self.seeds])
+            rows.append({**item.as_dict(), "r3": float(values.mean()),
+                         "r3_std": float(values.std(ddof=1)) if len(values) > 1 else 0.0})
+        return rows
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir), "created": now_iso(), "predicted_by": self.source,
+            "stand_in": self.stand_in, "metric": self.metric_label,
+            "note": ("gold labels collapsed to entailment / not_entailment (neutral and contradiction -> "
+                     "not_entailment); binary Matthews correlation x100, not comparable with three-way R3")
+            if self.stand_in else "Matthews correlation x100 over entailment / neutral / contradiction",
+            "seeds": self.seeds, "slices": self.mean(),
+            "per_seed": {str(s): [x.as_dict() for x in rows] for s, rows in self.per_seed.items()},
+        }
+
+
+def diagnose(run_dir: Path, data_dir: Path, seeds: Sequence[int] | None = None,
+             source: str | None = None) -> DiagnosticReport:
+    """Predict the labeled AX pairs with the run's NLI model(s) and break R3 down by category."""
+    from gluebench.config import load_config
+    from gluebench.runner import load_task_model
+    from gluebench.training import predict
+
+    paths = RunPaths(Path(run_dir))
+    if not paths.config.is_file():
+        raise GluebenchError("not a run directory (no config.yaml)", path=paths.root)
+    seeds = list(seeds) if seeds else list(load_config(paths.config).seeds)
+    if source is None:
+        source = choose_nli_source(paths, seeds)
+    elif source not in NLI_SOURCES:
+        raise GluebenchError(f"--source must be one of {', '.join(NLI_SOURCES)}, got {source!r}")
+    stand_in = source != "MNLI"
+    examples = load_diagnostic(data_dir)
+    per_seed: dict[int, list[Slice]] = {}
+    for seed in seeds:
+        if not paths.weights(source, seed).is_file():
+            raise GluebenchError(f"no {source} model for seed {seed}", path=paths.weights(source, seed))
+        model, spec = load_task_model(paths.root, source, seed)
+        predictions = [str(p) for p in predict(model, spec, examples)]
+        per_seed[seed] = breakdown(examples, predictions, binary=stand_in)
+    return DiagnosticReport(paths.root, source, stand_in, seeds, per_seed)
+
+
+def plot(report: DiagnosticReport, path: Path) -> None:
+    """Bar chart of R3 per coarse category (left) and per fine tag (right), counts in the labels."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report.mean()
+    coarse = [r for r in rows if r["group"] in ("all", "coarse")]
+    fine = [r for r in rows if r["group"] == "fine"]
+    colors = dict(zip(COARSE_CATEGORIES, plt.get_cmap("tab10").colors, strict=False))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, max(6, 0.24 * len(fine))),
+                                      gridspec_kw={"width_ratios": [1, 1.4]})
+    left.barh([f"{r['name']} (n={r['count']})" for r in coarse], [r["r3"] for r in coarse],
+              xerr=[r["r3_std"] for r in coarse], color=["grey", *(colors[r["name"]] for r in coarse[1:])])
+    left.invert_yaxis()
+    left.axvline(0, color="black", linewidth=0.8)
+    left.set_xlabel(report.metric_label)
+    left.set_title("Coarse categories")
+    right.barh([f"{r['name'].split(' / ')[1]} (n={r['count']})" for r in fine], [r["r3"] for r in fine],
+               color=[colors[r["name"].split(" / ")[0]] for r in fine])
+    right.invert_yaxis()
+    right.axvline(0, color="black", linewidth=0.8)
+    right.tick_params(axis="y", labelsize=8)
+    right.set_xlabel(report.metric_label)
+    right.set_title("Fine tags (colour = coarse category)")
+    seeds = f"seed {report.seeds[0]}" if len(report.seeds) == 1 else f"mean over seeds {report.seeds}"
+    fig.suptitle(f"AX diagnostic by category — predicted by {report.source}"
+                 f"{' (stand-in for MNLI)' if report.stand_in else ''}, {seeds}")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_report(report: DiagnosticReport, out_dir: Path | None = None) -> tuple[Path, Path]:
+    """``diagnostic.json`` and ``diagnostic.png`` under ``RUN_DIR/analysis`` (or ``out_dir``), atomically."""
+    out_dir = Path(out_dir) if out_dir else report.run_dir / "analysis"
+    json_path, png_path = out_dir / "diagnostic.json", out_dir / "diagnostic.png"
+    atomic_write_json(json_path, report.as_dict())
+    plot(report, png_path)
+    return json_path, png_path

@@ -1,0 +1,80 @@
+"""AX category parsing on the real diagnostic-full.tsv, and R3 per slice against sklearn."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sklearn.metrics import matthews_corrcoef
+
+from gluebench.analysis.diagnostic import (
+    COARSE_CATEGORIES,
+    breakdown,
+    coarse_categories,
+    collapse_to_binary,
+    fine_tags,
+    load_diagnostic,
+    r3,
+)
+from gluebench.tasks import NLI3
+
+
+def raw_columns(glue_dir: Path) -> tuple[list[str], list[list[str]]]:
+    """The file read directly, independent of gluebench's reader: header and rows (CRLF stripped)."""
+    lines = (glue_dir / "diagnostic" / "diagnostic-full.tsv").read_text(encoding="utf-8").splitlines()
+    return lines[0].split("\t"), [line.split("\t") for line in lines[1:]]
+
+
+def test_coarse_and_fine_counts_match_a_direct_count_of_the_file(glue_dir: Path) -> None:
+    header, rows = raw_columns(glue_dir)
+    examples = load_diagnostic(glue_dir)
+    assert len(examples) == len(rows) == 1104
+    for category in COARSE_CATEGORIES:
+        column = header.index(category)
+        assert sum(1 for e in examples if category in coarse_categories(e)) == sum(1 for r in rows if r[column])
+        direct = Counter(tag for r in rows for tag in r[column].split(";") if tag)
+        parsed = Counter(tag for e in examples for tag in fine_tags(e, category))
+        assert parsed == direct
+    # the GLUE paper's Table 5 sizes of the coarse categories
+    assert {c: sum(1 for e in examples if c in coarse_categories(e)) for c in COARSE_CATEGORIES} == {
+        "Lexical Semantics": 368, "Predicate-Argument Structure": 424, "Logic": 364, "Knowledge": 284}
+
+
+def test_breakdown_counts_and_r3_equal_sklearn_on_each_slice(glue_dir: Path) -> None:
+    examples = load_diagnostic(glue_dir)
+    rng = random.Random(7)
+    predictions = [str(e.label) if rng.random() < 0.6 else rng.choice(NLI3) for e in examples]
+    slices = {(s.group, s.name): s for s in breakdown(examples, predictions)}
+    gold = [str(e.label) for e in examples]
+    overall = slices[("all", "all")]
+    assert overall.count == 1104
+    assert overall.r3 == pytest.approx(100 * matthews_corrcoef(gold, predictions))
+    logic = [i for i, e in enumerate(examples) if e.extras["Logic"]]
+    assert slices[("coarse", "Logic")].count == len(logic)
+    assert slices[("coarse", "Logic")].r3 == pytest.approx(
+        100 * matthews_corrcoef([gold[i] for i in logic], [predictions[i] for i in logic]))
+    negation = [i for i, e in enumerate(examples) if "Negation" in e.extras["Logic"].split(";")]
+    assert slices[("fine", "Logic / Negation")].count == len(negation) == 82
+    assert slices[("fine", "Logic / Negation")].r3 == pytest.approx(
+        100 * matthews_corrcoef([gold[i] for i in negation], [predictions[i] for i in negation]))
+    assert sum(s.count for s in slices.values() if s.group == "domain") == 1104
+
+
+def test_perfect_and_constant_predictions(glue_dir: Path) -> None:
+    examples = load_diagnostic(glue_dir)
+    gold = [str(e.label) for e in examples]
+    perfect = breakdown(examples, gold)
+    assert all(s.r3 == pytest.approx(100.0) for s in perfect if s.group in ("all", "coarse"))
+    assert r3(["entailment"] * len(gold), gold) == 0.0  # a constant guess carries no correlation
+
+
+def test_stand_in_scores_the_binary_collapse(glue_dir: Path) -> None:
+    examples = load_diagnostic(glue_dir)
+    binary_gold = [collapse_to_binary(str(e.label)) for e in examples]
+    assert Counter(binary_gold) == {"entailment": 460, "not_entailment": 644}
+    overall = breakdown(examples, binary_gold, binary=True)[0]
+    assert (overall.name, overall.r3) == ("all", pytest.approx(100.0))
+    flipped = ["entailment" if g == "not_entailment" else "not_entailment" for g in binary_gold]
+    assert breakdown(examples, flipped, binary=True)[0].r3 == pytest.approx(-100.0)
