@@ -1,0 +1,479 @@
+"""Download the official GLUE files, verify them, and install them without ever leaving a half-done file.
+
+Sources are those of the standard ``download_glue_data.py``: one zip per task on dl.fbaipublicfiles.com
+(``QQP-clean.zip``, ``QNLIv2.zip``), ``AX.tsv`` as ``diagnostic/diagnostic.tsv``, and MRPC built from
+Microsoft's ``msr_paraphrase_{train,test}.txt`` with the official dev ids by the official split rule.
+The labeled ``diagnostic-full.tsv`` comes from the link jiant (by the GLUE authors) uses.
+
+Every transfer streams into ``<target>/.gluebench-downloads/NAME.part``; a broken transfer is retried with
+backoff and resumed with an HTTP ``Range`` request, also in a later run. Archive and source digests are the
+ones the Hugging Face ``glue`` loader pins (checked only against the official host: a mirror may repack).
+Archives are extracted into a staging directory inside ``target`` after every member was checked (no
+absolute paths, no ``..``, no links, no absurd sizes); each task file is then verified against the digest
+pinned in the task registry and only then moved into place with an atomic rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import http.client
+import logging
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from tqdm import tqdm
+
+from gluebench.data.check import checksum_status, sha256_file
+from gluebench.errors import ChecksumError, DataFormatError, GluebenchError
+from gluebench.tasks import TaskSpec
+
+log = logging.getLogger(__name__)
+
+OFFICIAL = "https://dl.fbaipublicfiles.com"
+DOWNLOADS = ".gluebench-downloads"  # partial and finished transfers, inside the target directory
+STAGING_PREFIX = ".gluebench-staging-"
+_CHUNK = 1 << 20
+
+
+class DownloadError(GluebenchError):
+    """A transfer that failed for good (HTTP error, or still broken after every retry)."""
+
+
+@dataclass(frozen=True)
+class Remote:
+    """One file to fetch. ``dest`` is where a plain file goes; ``None`` means a zip archive to extract."""
+
+    url: str
+    size: int | None = None
+    sha256: str | None = None
+    dest: str | None = None
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(urlsplit(self.url).path).name
+
+
+@dataclass(frozen=True)
+class TaskSource:
+    """What to fetch for one task, and how to turn it into the official files (MRPC needs a build step)."""
+
+    remotes: tuple[Remote, ...]
+    build: Callable[[Path], None] | None = None  # called with the staging directory
+
+
+def _zip(name: str, size: int, sha256: str) -> TaskSource:
+    return TaskSource((Remote(f"{OFFICIAL}/glue/data/{name}", size, sha256),))
+
+
+MRPC_TEST_HEADER = "index\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+
+
+def _mrpc_rows(path: Path) -> tuple[str, list[list[str]]]:
+    """Header line and rows of a Microsoft MRPC file, read as the official script reads it (universal newlines)."""
+    with path.open(encoding="utf-8") as handle:
+        header = handle.readline()
+        rows = []
+        for number, line in enumerate(handle, start=2):
+            fields = line.strip().split("\t")
+            if len(fields) != 5:
+                raise DataFormatError(f"expected 5 tab-separated fields, found {len(fields)}", path=path, line=number)
+            rows.append(fields)
+    return header, rows
+
+
+def build_mrpc(mrpc_dir: Path, out_dir: Path | None = None) -> None:
+    """Write MRPC train/dev/test.tsv from ``msr_paraphrase_{train,test}.txt`` and ``dev_ids.tsv``.
+
+    The official rule (``download_glue_data.py``): train rows whose id pair is in dev_ids go to dev, the rest to
+    train, both under the source header (BOM kept); test rows are numbered from 0 under a new header.
+    """
+    out_dir = mrpc_dir if out_dir is None else out_dir
+    try:
+        with (mrpc_dir / "dev_ids.tsv").open(encoding="utf-8") as handle:
+            dev_ids = {tuple(line.strip().split("\t")) for line in handle if line.strip()}
+        header, train_rows = _mrpc_rows(mrpc_dir / "msr_paraphrase_train.txt")
+        _, test_rows = _mrpc_rows(mrpc_dir / "msr_paraphrase_test.txt")
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"MRPC source is not valid UTF-8 ({exc.reason})", path=mrpc_dir) from exc
+    train = [header] + ["\t".join(r) + "\n" for r in train_rows if (r[1], r[2]) not in dev_ids]
+    dev = [header] + ["\t".join(r) + "\n" for r in train_rows if (r[1], r[2]) in dev_ids]
+    test = [MRPC_TEST_HEADER] + [f"{i}\t{r[1]}\t{r[2]}\t{r[3]}\t{r[4]}\n" for i, r in enumerate(test_rows)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, lines in (("train.tsv", train), ("dev.tsv", dev), ("test.tsv", test)):
+        (out_dir / name).write_text("".join(lines), encoding="utf-8", newline="\n")
+
+
+# Sizes and sha256 of the downloads as pinned by the Hugging Face `glue` loader (datasets/glue/dataset_infos.json).
+SOURCES: dict[str, TaskSource] = {
+    "CoLA": _zip("CoLA.zip", 376971, "f212fcd832b8f7b435fb991f101abf89f96b933ab400603bf198960dfc32cbff"),
+    "SST-2": _zip("SST-2.zip", 7439277, "d67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f64057c16deaa"),
+    "MRPC": TaskSource(
+        (
+            Remote(f"{OFFICIAL}/senteval/senteval_data/msr_paraphrase_train.txt", 1047044,
+                   "60a9b09084528f0673eedee2b69cb941920f0b8cd0eeccefc464a98768457f89",
+                   dest="MRPC/msr_paraphrase_train.txt"),
+            Remote(f"{OFFICIAL}/senteval/senteval_data/msr_paraphrase_test.txt", 441275,
+                   "a04e271090879aaba6423d65b94950c089298587d9c084bf9cd7439bd785f784",
+                   dest="MRPC/msr_paraphrase_test.txt"),
+            Remote(f"{OFFICIAL}/glue/data/mrpc_dev_ids.tsv", 6222,
+                   "971d7767d81b997fd9060ade0ec23c4fc31cbb226a55d1bd4a1bac474eb81dc7", dest="MRPC/dev_ids.tsv"),
+        ),
+        build=lambda staging: build_mrpc(staging / "MRPC"),
+    ),
+    "STS-B": _zip("STS-B.zip", 802872, "e60a6393de5a8b5b9bac5020a1554b54e3691f9d600b775bd131e613ac179c85"),
+    "QQP": _zip("QQP-clean.zip", 41696084, "40e7c862c04eb26ee04b67fd900e76c45c6ba8e6d8fab4f8f1f8072a1a3fbae0"),
+    "MNLI": _zip("MNLI.zip", 312783507, "e7c1d896d26ed6caf700110645df426cc2d8ebf02a5ab743d5a5c68ac1c83633"),
+    "QNLI": _zip("QNLIv2.zip", 10627589, "e634e78627a29adaecd4f955359b22bf5e70f2cbd93b493f2d624138a0c0e5f5"),
+    "RTE": _zip("RTE.zip", 697150, "6bf86de103ecd335f3441bd43574d23fef87ecc695977a63b82d5efb206556ee"),
+    "WNLI": _zip("WNLI.zip", 28999, "ae0e8e4d16f4d46d4a0a566ec7ecceccfd3fbfaa4a7a4b4e02848c0f2561ac46"),
+    "AX": TaskSource(
+        (
+            Remote(f"{OFFICIAL}/glue/data/AX.tsv", 222257,
+                   "0e13510b1bb14436ff7e2ee82338f0efb0133ecf2e73507a697dc210db3f05fd",
+                   dest="diagnostic/diagnostic.tsv"),
+            # not pinned here: its content is verified against the registry's sha256 of diagnostic-full.tsv
+            Remote("https://www.dropbox.com/s/ju7d95ifb072q9f/diagnostic-full.tsv?dl=1",
+                   dest="diagnostic/diagnostic-full.tsv"),
+        )
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------- transfers
+
+
+class _Transient(Exception):
+    """A transfer problem worth another try (connection dropped, short body, 5xx)."""
+
+
+def _with_host(url: str, base_url: str | None) -> str:
+    """The official URL, or the same path and query on ``base_url`` (a mirror, or a test's loopback server)."""
+    if base_url is None:
+        return url
+    base = urlsplit(base_url)
+    parts = urlsplit(url)
+    return urlunsplit((base.scheme, base.netloc, base.path.rstrip("/") + parts.path, parts.query, ""))
+
+
+def _transfer(url: str, part: Path, *, timeout: float, progress: bool) -> None:
+    """Append the rest of ``url`` to ``part`` (resuming from its size); raise `_Transient` if it breaks off."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "gluebench", "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:
+            part.unlink()  # the partial file is longer than the remote one: start over
+            raise _Transient("server refused to resume; restarting") from exc
+        if exc.code >= 500 or exc.code in (408, 429):
+            raise _Transient(f"HTTP {exc.code} {exc.reason}") from exc
+        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise _Transient(str(getattr(exc, "reason", exc))) from exc
+    with response:
+        if offset and response.status == 206:
+            start = response.headers.get("Content-Range", "").removeprefix("bytes ").split("-")[0]
+            if start != str(offset):
+                part.unlink()
+                raise _Transient(f"server resumed at byte {start}, not {offset}; restarting")
+            mode = "ab"
+        else:
+            offset, mode = 0, "wb"
+        length = response.headers.get("Content-Length")
+        expected = offset + int(length) if length and length.isdigit() else None
+        received = offset
+        with part.open(mode) as out, tqdm(total=expected, initial=offset, unit="B", unit_scale=True, leave=False,
+                                           desc=part.name.removesuffix(".part"), disable=not progress) as bar:
+            while True:
+                try:
+                    chunk = response.read(_CHUNK)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise _Transient(f"connection broke after {received:,} bytes ({exc})") from exc
+                if not chunk:
+                    break
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise GluebenchError(f"cannot write ({exc.strerror})", path=part) from exc
+                received += len(chunk)
+                bar.update(len(chunk))
+    if expected is not None and received < expected:
+        raise _Transient(f"connection closed after {received:,} of {expected:,} bytes")
+
+
+def fetch(
+    url: str,
+    dest: Path,
+    *,
+    size: int | None = None,
+    sha256: str | None = None,
+    retries: int = 4,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+    progress: bool = False,
+) -> Path:
+    """Download ``url`` to ``dest`` atomically: stream to ``dest.part``, resume and retry, verify, rename.
+
+    A digest mismatch deletes the partial file (after one fresh attempt when it came from resuming an older
+    partial) and raises `ChecksumError`; a transfer still broken after ``retries`` retries raises `DownloadError`
+    and keeps the partial file, so the next call resumes it.
+    """
+    part = dest.with_name(dest.name + ".part")
+    if dest.exists() and sha256 and sha256_file(dest) == sha256:
+        return dest
+    for fresh_start in (False, True):
+        resumed = part.exists() and part.stat().st_size > 0
+        for attempt in range(retries + 1):
+            try:
+                _transfer(url, part, timeout=timeout, progress=progress)
+                break
+            except _Transient as exc:
+                if attempt == retries:
+                    raise DownloadError(f"{url}: transfer failed {retries + 1} times, last: {exc}") from exc
+                wait = backoff * 2**attempt
+                log.warning("%s: %s; retrying in %.1fs", url, exc, wait)
+                time.sleep(wait)
+        got = part.stat().st_size
+        problem = None
+        if size is not None and got != size:
+            problem = f"{got:,} bytes, expected {size:,}"
+        elif sha256 is not None and (actual := sha256_file(part)) != sha256:
+            problem = f"sha256 {actual[:16]}… is not the pinned {sha256[:16]}…"
+        if problem is None:
+            os.replace(part, dest)
+            return dest
+        part.unlink()
+        if not resumed or fresh_start:
+            raise ChecksumError(f"download of {url} refused: {problem}", path=dest)
+        log.warning("%s: %s after resuming an old partial file; downloading again", url, problem)
+    raise AssertionError("unreachable")
+
+
+# -------------------------------------------------------------------------------------------- extraction
+
+MAX_MEMBER_BYTES = 4 << 30  # the largest official member (MNLI's original jsonl) is well under this
+MAX_TOTAL_BYTES = 16 << 30
+MAX_RATIO = 200  # text compresses about 3-10x; thousands to one is a zip bomb
+MAX_MEMBERS = 10_000
+
+
+def _unsafe_reason(info: zipfile.ZipInfo) -> str | None:
+    name = info.filename
+    parts = PurePosixPath(name).parts
+    if name.startswith(("/", "\\")) or (parts and len(parts[0]) >= 2 and parts[0][1] == ":"):
+        return "absolute path"
+    if "\\" in name or "\0" in name:
+        return "backslash or NUL in the name"
+    if ".." in parts:
+        return "path escapes the target directory"
+    kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the archiver stored no Unix file type
+    if kind == stat.S_IFLNK:
+        return "symbolic link"
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+        return "not a regular file"
+    return None
+
+
+def safe_extract(
+    archive: Path,
+    dest: Path,
+    *,
+    top_dir: str,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_total_bytes: int = MAX_TOTAL_BYTES,
+    max_ratio: float = MAX_RATIO,
+) -> list[Path]:
+    """Extract the members under ``top_dir/`` of a zip into ``dest``, after checking every member.
+
+    The whole archive is refused (`DataFormatError`, nothing written) if any member has an absolute path, a
+    ``..`` component, is a link or device, or declares an absurd size or compression ratio; members outside
+    ``top_dir`` (e.g. ``__MACOSX``) are skipped. Sizes are enforced while writing too, not just trusted.
+    """
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+            if len(infos) > MAX_MEMBERS:
+                raise DataFormatError(f"archive refused: {len(infos):,} members", path=archive)
+            total = 0
+            for info in infos:
+                reason = _unsafe_reason(info)
+                if reason is None and info.file_size > max_member_bytes:
+                    reason = f"declares {info.file_size:,} bytes (limit {max_member_bytes:,})"
+                ratio = info.file_size / max(info.compress_size, 1)
+                if reason is None and info.file_size > _CHUNK and ratio > max_ratio:
+                    reason = f"compression ratio above {max_ratio:g} (zip bomb?)"
+                total += info.file_size
+                if reason is None and total > max_total_bytes:
+                    reason = f"archive would unpack to more than {max_total_bytes:,} bytes"
+                if reason:
+                    raise DataFormatError(f"archive refused: member {info.filename!r}: {reason}", path=archive)
+            root = dest.resolve()
+            written = []
+            for info in infos:
+                parts = PurePosixPath(info.filename).parts
+                if info.is_dir() or not parts or parts[0] != top_dir:
+                    continue
+                target = dest.joinpath(*parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.parent.resolve().is_relative_to(root):
+                    raise DataFormatError(f"archive refused: member {info.filename!r} escapes", path=archive)
+                with zf.open(info) as source, target.open("xb") as out:
+                    copied = 0
+                    while chunk := source.read(_CHUNK):
+                        copied += len(chunk)
+                        if copied > info.file_size:
+                            raise DataFormatError(
+                                f"archive refused: member {info.filename!r} is larger than it declares", path=archive
+                            )
+                        out.write(chunk)
+                written.append(target)
+            return written
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise DataFormatError(f"not a valid zip archive ({exc})", path=archive) from exc
+
+
+# ------------------------------------------------------------------------------------------- installation
+
+
+def _task_dir(task: TaskSpec) -> str:
+    return PurePosixPath(task.splits[0].path).parts[0]
+
+
+def _verified(task: TaskSpec, root: Path) -> tuple[list[Path], list[str]]:
+    """Paths of the task's files under ``root`` and problems: files missing or not matching their pinned digest."""
+    paths, problems = [], []
+    for split in task.splits:
+        path = root / split.path
+        if not path.is_file():
+            problems.append(f"{split.path} is missing")
+            continue
+        status, reason = checksum_status(path, split)
+        if status == "mismatch":
+            problems.append(f"{split.path}: {reason}")
+        paths.append(path)
+    return paths, problems
+
+
+def _install(staging: Path, target: Path) -> None:
+    """Move every staged file into ``target`` with an atomic rename each, refusing destinations behind links."""
+    root = target.resolve()
+    for source in sorted(p for p in staging.rglob("*") if p.is_file()):
+        dest = target / source.relative_to(staging)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.parent.resolve().is_relative_to(root):
+            raise GluebenchError(f"refusing to write through a link that leaves {target}", path=dest)
+        os.replace(source, dest)
+
+
+@contextlib.contextmanager
+def _locked(target: Path) -> Iterator[Path]:
+    """Hold an exclusive lock on ``target``'s download directory: two downloads into one place take turns."""
+    downloads = target / DOWNLOADS
+    downloads.mkdir(parents=True, exist_ok=True)
+    with (downloads / "lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            for stale in target.glob(f"{STAGING_PREFIX}*"):  # left by a killed download; we hold the lock
+                shutil.rmtree(stale, ignore_errors=True)
+            yield downloads
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _download_task(task: TaskSpec, target: Path, downloads: Path, base_url: str | None, progress: bool,
+                   fetch_options: dict[str, Any]) -> list[Path]:
+    source = SOURCES[task.name]
+    fetched: list[Path] = []
+    with tempfile.TemporaryDirectory(dir=target, prefix=STAGING_PREFIX) as tmp, _removing(fetched):
+        staging = Path(tmp)
+        for remote in source.remotes:
+            # a mirror may repack archives, so their own digest is only pinned for the official host;
+            # plain files are the official bytes wherever they come from
+            pinned = base_url is None or remote.dest is not None
+            path = fetch(_with_host(remote.url, base_url), downloads / remote.name,
+                         size=remote.size if pinned else None, sha256=remote.sha256 if pinned else None,
+                         progress=progress, **fetch_options)
+            fetched.append(path)
+            if remote.dest is None:
+                safe_extract(path, staging, top_dir=_task_dir(task))
+            else:
+                (staging / remote.dest).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, staging / remote.dest)
+        if source.build is not None:
+            source.build(staging)
+        _, problems = _verified(task, staging)
+        if problems:
+            raise ChecksumError(f"{task.name} download refused, nothing installed: {'; '.join(problems)}")
+        _install(staging, target)
+    return [target / split.path for split in task.splits]
+
+
+@contextlib.contextmanager
+def _removing(paths: list[Path]) -> Iterator[None]:
+    """Delete the finished downloads of a task once it is installed or refused; partial ones stay to resume."""
+    try:
+        yield
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+
+def download_glue(
+    tasks: Sequence[TaskSpec],
+    target: Path,
+    *,
+    source: str = "official",
+    base_url: str | None = None,
+    progress: bool = True,
+    retries: int = 4,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+) -> list[Path]:
+    """Download ``tasks`` into ``target`` (official layout) and return the paths of their official files.
+
+    Tasks whose files are already there and match their pinned digests are not downloaded again. Each task is
+    installed whole or not at all; a failure raises a `GluebenchError` naming the file or URL. ``base_url``
+    replaces the official host (mirror or test server); ``retries``, ``backoff`` and ``timeout`` go to `fetch`.
+    """
+    if source != "official":
+        raise GluebenchError(f"unknown download source {source!r} (choose from: official)")
+    target = Path(target).expanduser()
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        installed: list[Path] = []
+        with _locked(target) as downloads:
+            for task in tasks:
+                paths, problems = _verified(task, target)
+                if not problems:
+                    log.info("%s: already in %s", task.name, target)
+                    installed += paths
+                    continue
+                log.info("%s: downloading into %s", task.name, target)
+                if progress:
+                    print(f"downloading {task.name} …", file=sys.stderr)
+                options = {"retries": retries, "backoff": backoff, "timeout": timeout}
+                installed += _download_task(task, target, downloads, base_url, progress, options)
+        return installed
+    except OSError as exc:
+        where = exc.filename or target
+        raise GluebenchError(f"cannot write the GLUE files ({exc.strerror})", path=where) from exc
+
+
+__all__ = ["SOURCES", "DownloadError", "Remote", "build_mrpc", "download_glue", "fetch", "safe_extract"]
+
