@@ -1,0 +1,434 @@
+"""One self-contained HTML page about one or more runs: tables, plots, config and timing.
+
+Reporting only reads run directories (never retrains). Every figure is drawn with matplotlib's Agg canvas,
+written as a PNG beside the page and embedded in it as base64, and the page carries a Content-Security-
+Policy that forbids any network load, so it opens the same from a mail attachment as from disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import confusion_matrix
+
+import gluebench
+from gluebench.data.read import iter_rows
+from gluebench.errors import GluebenchError
+from gluebench.leaderboard import BOARD_TASKS, Entry, entry_from_run, human_baseline, sources, standing
+from gluebench.runs import RunPaths, atomic_write_bytes, atomic_write_text, now_iso, read_json
+from gluebench.submission import best_dev_seed
+from gluebench.tasks import TASKS, TaskSpec
+
+HUMAN_COLOR = "#d62728"
+RUN_COLORS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#7f7f7f")
+
+
+@dataclass
+class RunData:
+    """Everything the report shows about one run, read once from its directory."""
+
+    root: Path
+    summary: dict[str, Any]
+    entry: Entry
+    config_text: str
+    paths: RunPaths = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.paths = RunPaths(self.root)
+
+    @property
+    def label(self) -> str:
+        return self.entry.name
+
+    @property
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        return {t: info for t, info in self.summary.get("tasks", {}).items() if t in TASKS}
+
+    def seed_for(self, task: str) -> int:
+        """The seed shown in per-example plots: the best dev seed, as `gluebench submit` uses."""
+        spec = TASKS[task]
+        if spec.predicted_by and spec.predicted_by in self.tasks:
+            return self.seed_for(spec.predicted_by)
+        return best_dev_seed(spec, self.tasks[task])
+
+    def history(self, task: str, seed: int) -> list[dict[str, Any]]:
+        path = self.paths.history(task, seed)
+        return read_json(path) if path.is_file() else []
+
+    def dev_predictions(self, task: str, seed: int, split: str) -> tuple[list[str], list[str]] | None:
+        """``(predictions, gold)`` of a dev split, or None when the run did not write it."""
+        path = self.paths.predictions(task, seed, split)
+        if not path.is_file():
+            return None
+        predictions, gold = [], []
+        for _, fields in iter_rows(path, header=True):
+            if len(fields) >= 3:
+                predictions.append(fields[1])
+                gold.append(fields[2])
+        return predictions, gold
+
+
+def load_run(run_dir: Path) -> RunData:
+    paths = RunPaths(Path(run_dir))
+    if not paths.summary.is_file():
+        raise GluebenchError("not a finished gluebench run (no run.json)", path=run_dir)
+    config_text = paths.config.read_text(encoding="utf-8") if paths.config.is_file() else "(no config.yaml)"
+    return RunData(Path(run_dir), read_json(paths.summary), entry_from_run(Path(run_dir)), config_text)
+
+
+# ---- figures ---------------------------------------------------------------------------------------
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def bar_chart(runs: Sequence[RunData]) -> bytes:
+    """Per task: each run's dev task score next to the human baseline's test score (highlighted)."""
+    human = human_baseline()
+    tasks = [t for t in BOARD_TASKS if any(r.entry.task_score(t) is not None for r in runs)]
+    groups = [*runs, None]  # None: the human baseline
+    width = 0.8 / len(groups)
+    figure = Figure(figsize=(max(6.0, 1.1 * len(tasks) + 2), 4.2))
+    axes = figure.add_subplot()
+    x = np.arange(len(tasks))
+    for offset, run in enumerate(groups):
+        is_human = run is None
+        entry = human if is_human else run.entry
+        values = [entry.task_score(t) for t in tasks]
+        heights = [np.nan if v is None else v for v in values]
+        label = "Human baseline (test)" if is_human else f"{entry.name} (dev)"
+        color = HUMAN_COLOR if is_human else RUN_COLORS[offset % len(RUN_COLORS)]
+        bars = axes.bar(x + (offset - (len(groups) - 1) / 2) * width, heights, width, label=label, color=color,
+                        edgecolor="black" if is_human else color, hatch="//" if is_human else None,
+                        linewidth=1.2 if is_human else 0.5)
+        for bar, value, task in zip(bars, values, tasks, strict=True):
+            if value is None:
+                continue
+            beats = not is_human and (h := human.task_score(task)) is not None and value > h
+            axes.annotate(f"{value:.1f}{' ★' if beats else ''}", (bar.get_x() + bar.get_width() / 2, max(value, 0)),
+                          ha="center", va="bottom", fontsize=7, rotation=90 if len(groups) > 2 else 0)
+    axes.set_xticks(x, tasks)
+    axes.set_ylabel("task score (mean of its metrics, ×100)")
+    axes.set_ylim(min(0.0, *(v for r in groups for t in tasks
+                             if (v := (human if r is None else r.entry).task_score(t)) is not None)) - 5, 112)
+    axes.axhline(0, color="black", linewidth=0.6)
+    axes.set_title("Task scores: runs (dev) vs the GLUE human baseline (test); ★ = above human")
+    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=min(len(groups), 4), frameon=False)
+    axes.grid(axis="y", alpha=0.3)
+    return _png(figure)
+
+
+def training_curves(run: RunData) -> bytes | None:
+    """Per task: train loss and dev metrics per epoch, one line per seed."""
+    tasks = [t for t in run.tasks if any(run.history(t, s) for s in run.tasks[t]["seeds"])]
+    if not tasks:
+        return None
+    figure = Figure(figsize=(10, 2.6 * len(tasks)))
+    grid = figure.subplots(len(tasks), 2, squeeze=False)
+    for row, task in enumerate(tasks):
+        spec = TASKS[task]
+        loss_axes, metric_axes = grid[row]
+        for number, seed in enumerate(run.tasks[task]["seeds"]):
+            history = run.history(task, seed)
+            epochs = [h["epoch"] for h in history]
+            color = RUN_COLORS[number % len(RUN_COLORS)]
+            loss_axes.plot(epochs, [h["train_loss"] for h in history], marker="o", color=color, label=f"seed {seed}")
+            for key in spec.metric_keys:
+                style = "-" if key == spec.main_metric else "--"
+                metric_axes.plot(epochs, [h.get(key, np.nan) for h in history], style, marker="o", color=color,
+                                 label=f"{key}, seed {seed}")
+        loss_axes.set_title(f"{task}: train loss")
+        metric_axes.set_title(f"{task}: dev {'/'.join(spec.metric_keys)}")
+        for axes in (loss_axes, metric_axes):
+            axes.set_xlabel("epoch")
+            axes.grid(alpha=0.3)
+            axes.legend(fontsize=7)
+            axes.xaxis.get_major_locator().set_params(integer=True)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _classification_panels(run: RunData) -> list[tuple[str, TaskSpec, list[str], list[str]]]:
+    panels = []
+    for task in run.tasks:
+        spec = TASKS[task]
+        if spec.is_regression:
+            continue
+        seed = run.seed_for(task)
+        for split in spec.dev_splits:
+            found = run.dev_predictions(task, seed, split)
+            if found:
+                name = task if split == "dev" else f"{task} {split}"
+                panels.append((f"{name} (seed {seed})", spec, *found))
+    return panels
+
+
+def confusion_matrices(run: RunData) -> bytes | None:
+    """One confusion matrix per classification task and dev split (the best dev seed's predictions)."""
+    panels = _classification_panels(run)
+    if not panels:
+        return None
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(4.2 * columns, 3.8 * rows))
+    grid = figure.subplots(rows, columns, squeeze=False)
+    for axes in grid.flat[len(panels):]:
+        axes.set_visible(False)
+    for axes, (title, spec, predictions, gold) in zip(grid.flat, panels, strict=False):
+        labels = list(spec.labels or ())
+        matrix = confusion_matrix(gold, predictions, labels=labels)
+        axes.imshow(matrix, cmap="Blues", vmin=0, vmax=max(int(matrix.max()), 1))
+        short = [label.replace("_", " ") for label in labels]
+        axes.set_xticks(range(len(labels)), short, fontsize=8, rotation=20)
+        axes.set_yticks(range(len(labels)), short, fontsize=8)
+        axes.set_xlabel("predicted")
+        axes.set_ylabel("gold")
+        axes.set_title(title, fontsize=9)
+        threshold = matrix.max() / 2 if matrix.size else 0
+        for (i, j), count in np.ndenumerate(matrix):
+            axes.text(j, i, str(count), ha="center", va="center", fontsize=9,
+                      color="white" if count > threshold else "black")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def stsb_scatter(run: RunData) -> bytes | None:
+    """STS-B: predicted vs gold similarity on dev, with the y = x line and both correlations."""
+    if "STS-B" not in run.tasks:
+        return None
+    seed = run.seed_for("STS-B")
+    found = run.dev_predictions("STS-B", seed, "dev")
+    if not found:
+        return None
+    predicted = np.array([float(p) for p in found[0]])
+    gold = np.array([float(g) for g in found[1]])
+    figure = Figure(figsize=(4.8, 4.6))
+    axes = figure.add_subplot()
+    axes.scatter(gold, predicted, s=6, alpha=0.4, color=RUN_COLORS[0])
+    axes.plot([0, 5], [0, 5], color="black", linewidth=0.8, label="y = x")
+    constant = np.ptp(predicted) == 0 or np.ptp(gold) == 0
+    pearson = 0.0 if constant else float(pearsonr(predicted, gold)[0])
+    spearman = 0.0 if constant else float(spearmanr(predicted, gold)[0])
+    axes.set_title(f"STS-B dev (seed {seed}): Pearson {100 * pearson:.1f}, Spearman {100 * spearman:.1f}", fontsize=9)
+    axes.set_xlabel("gold similarity")
+    axes.set_ylabel("predicted similarity")
+    axes.set_xlim(-0.1, 5.1)
+    axes.set_ylim(-0.1, 5.1)
+    axes.set_aspect("equal")
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    return _png(figure)
+
+
+# ---- HTML --------------------------------------------------------------------------------------------
+
+_CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem auto; max-width: 1150px;
+       color: #222; line-height: 1.4; padding: 0 1rem; }
+h1 { font-size: 1.6rem; } h2 { border-bottom: 2px solid #ddd; padding-bottom: .2rem; margin-top: 2.2rem; }
+table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .9rem; }
+th, td { border: 1px solid #ccc; padding: .25rem .55rem; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.human td { background: #fdecea; font-weight: 600; }
+.beats { color: #0a7a2f; font-weight: 700; }
+.split { font-size: .75rem; color: #555; border: 1px solid #aaa; border-radius: 3px; padding: 0 .25rem; }
+.note { color: #555; font-size: .85rem; }
+figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: .85rem; color: #555; }
+pre { background: #f7f7f7; padding: .7rem; overflow-x: auto; font-size: .8rem; }
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _table(headers: Sequence[str], rows: Sequence[str], css_class: str = "") -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _figure(png: bytes, file_name: str, alt: str, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{_e(alt)}" data-file="{_e(file_name)}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+def _tasks_table() -> str:
+    """The GLUE task summary: what each task is, its sizes, metrics and labels."""
+    rows = []
+    for spec in TASKS.values():
+        sizes = {kind: "/".join(f"{s.rows:,}" for s in spec.splits if s.name == kind or s.name.startswith(kind + "_"))
+                 for kind in ("train", "dev", "test")}
+        labels = "score 0–5" if spec.is_regression else ", ".join(spec.labels or ())
+        rows.append(
+            f"<tr><td>{_e(spec.name)}</td><td>{'pair' if spec.is_pair else 'single'}</td>"
+            f'<td class="num">{sizes["train"] or "–"}</td><td class="num">{sizes["dev"] or "–"}</td>'
+            f'<td class="num">{sizes["test"] or "–"}</td><td>{_e("/".join(spec.metrics))}</td>'
+            f"<td>{_e(labels)}</td><td>{_e(spec.domain)}</td><td>{_e(spec.description)}</td></tr>")
+    return _table(("task", "type", "train", "dev", "test", "metrics", "labels", "domain", "question"), rows)
+
+
+def _overview_table(runs: Sequence[RunData]) -> str:
+    """One row per run plus the human baseline: score and every task score, human-beating cells marked."""
+    human = human_baseline()
+    rows = [
+        f'<tr class="human"><td>{_e(human.name)} <span class="split">test</span></td>'
+        f'<td class="num">{_e(human.score_label)}</td>'
+        + "".join(f'<td class="num">{_e(human.cell(t))}</td>' for t in BOARD_TASKS) + "</tr>"
+    ]
+    for run in runs:
+        cells = []
+        for task in BOARD_TASKS:
+            score, human_score = run.entry.task_score(task), human.task_score(task)
+            beats = score is not None and human_score is not None and score > human_score
+            css = "num beats" if beats else "num"
+            cells.append(f'<td class="{css}" data-task="{_e(task)}">{_e(run.entry.cell(task))}'
+                         f'{" ★" if beats else ""}</td>')
+        rows.append(f'<tr class="run"><td>{_e(run.label)} <span class="split">dev</span></td>'
+                    f'<td class="num" data-score="{run.entry.score}">{_e(run.entry.score_label)}</td>'
+                    + "".join(cells) + "</tr>")
+    return _table(("model", "GLUE score", *BOARD_TASKS), rows, "overview")
+
+
+def _results_table(run: RunData) -> str:
+    """Per task: each metric's mean ± std over seeds, the task score, and where it stands among published rows."""
+    where = standing(run.entry)
+    rows = []
+    for task, info in run.tasks.items():
+        spec = TASKS[task]
+        seeds = info["seeds"]
+        metrics = "<br>".join(
+            f'<span class="metric" data-task="{_e(task)}" data-metric="{_e(key)}" data-mean="{info["mean"][key]!r}">'
+            f'{_e(key)} {info["mean"][key]:.1f} ± {info["std"][key]:.1f}</span>'
+            for key in spec.metric_keys if key in info["mean"])
+        place = where.tasks.get(task)
+        score = f"{place.score:.1f}" if place else "–"
+        human = f"{place.human:.1f}" if place and place.human is not None else "–"
+        best = f"{place.best_published:.1f}" if place and place.best_published is not None else "–"
+        rank = f"{place.rank}/{place.of}" if place else "–"
+        verdict = '<span class="beats">above human ★</span>' if place and place.beats_human else ""
+        seed_list = ", ".join(map(str, seeds))
+        rows.append(f"<tr><td>{_e(task)}</td><td>{metrics}</td><td class='num'>{_e(seed_list)}</td>"
+                    f'<td class="num">{score}</td><td class="num">{human}</td><td class="num">{best}</td>'
+                    f'<td class="num">{rank}</td><td>{verdict}</td></tr>')
+    return _table(("task", "dev metrics (mean ± std over seeds)", "seeds", "task score", "human (test)",
+                   "best published (test)", "rank among published", ""), rows, "results")
+
+
+def _timing_table(run: RunData) -> str:
+    rows = []
+    total = 0.0
+    for task, info in run.tasks.items():
+        seed_results = [read_json(p) for s in info["seeds"] if (p := run.paths.result(task, s)).is_file()]
+        epochs = ", ".join(str(r.get("epochs_run", "–")) for r in seed_results) or "–"
+        best = ", ".join(str(r.get("best_epoch", "–")) for r in seed_results) or "–"
+        train_seconds = float(info.get("train_seconds", 0.0))
+        total += (train_seconds + float(info.get("predict_seconds", 0.0))) * len(info["seeds"])
+        via = f" (via {info['predicted_by']} model)" if info.get("predicted_by") else ""
+        rows.append(
+            f"<tr><td>{_e(task)}{_e(via)}</td><td class='num'>{_e(info.get('train_examples', '–'))}</td>"
+            f"<td class='num'>{epochs}</td><td class='num'>{best}</td><td class='num'>{train_seconds:.1f}</td>"
+            f"<td class='num'>{float(info.get('examples_per_second', 0.0)):,.0f}</td>"
+            f"<td class='num'>{float(info.get('predict_seconds', 0.0)):.1f}</td></tr>")
+    table = _table(("task", "train examples", "epochs run (per seed)", "best epoch", "train s (mean/seed)",
+                    "train examples/s", "predict s (mean/seed)"), rows, "timing")
+    return table + f'<p class="note">Total over all seeds: about {total:.0f} s of training and prediction.</p>'
+
+
+def _published_sources() -> str:
+    human = human_baseline()
+    items = "".join(f"<li>{_e(sources()[key].citation)} — {_e(sources()[key].where)}</li>" for key in human.sources)
+    return f'<p class="note">Human baseline: test-set numbers from</p><ul class="note">{items}</ul>'
+
+
+@dataclass
+class Report:
+    """What `write_report` produced: the page and the PNGs beside it."""
+
+    html: Path
+    figures: list[Path] = field(default_factory=list)
+
+
+def write_report(run_dirs: Sequence[Path], output: Path) -> Report:
+    """Write the HTML report of ``run_dirs`` to ``output`` and its figures to ``<stem>_figures/``."""
+    if not run_dirs:
+        raise GluebenchError("report: name at least one run directory or run id")
+    runs = [load_run(Path(r)) for r in run_dirs]
+    output = Path(output)
+    figure_dir = output.parent / f"{output.stem}_figures"
+    report = Report(output)
+
+    def emit(png: bytes | None, name: str, alt: str, caption: str) -> str:
+        if png is None:
+            return ""
+        path = figure_dir / name
+        atomic_write_bytes(path, png)
+        report.figures.append(path)
+        return _figure(png, name, alt, caption)
+
+    body = [
+        f"<h1>gluebench report: {_e(', '.join(r.label for r in runs))}</h1>",
+        f'<p class="note">Generated {_e(now_iso())} by gluebench {_e(gluebench.__version__)}. Run numbers are '
+        "<b>dev</b>-set results (mean over seeds); published and human numbers are GLUE <b>test</b>-set results, "
+        "so they are shown side by side, labeled, never merged.</p>",
+        "<h2>Summary</h2>",
+        _overview_table(runs),
+        emit(bar_chart(runs), "task_scores_vs_human.png", "bar chart of task scores against the human baseline",
+             "Each run's dev task score beside the human baseline's test score (red, hatched)."),
+        _published_sources(),
+        "<h2>GLUE tasks</h2>",
+        _tasks_table(),
+    ]
+    for number, run in enumerate(runs, start=1):
+        slug = f"run{number}"
+        score = run.entry.score_label
+        body += [
+            f'<h2 id="{slug}">{_e(run.label)}</h2>',
+            f'<p>Run directory <code>{_e(run.root)}</code>; model <code>{_e(run.summary.get("model"))}</code>; '
+            f'seeds {_e(run.summary.get("seeds"))}; finished {_e(run.summary.get("finished", "–"))}. '
+            f'GLUE score: <b class="glue-score">{_e(score)}</b>.</p>',
+        ]
+        skipped = run.summary.get("skipped") or {}
+        if skipped:
+            body.append('<p class="note">Skipped: ' + "; ".join(f"{_e(t)} ({_e(w)})" for t, w in skipped.items())
+                        + "</p>")
+        body += [
+            "<h3>Results per task</h3>", _results_table(run),
+            "<h3>Training curves</h3>",
+            emit(training_curves(run), f"{slug}_training_curves.png", "training curves",
+                 "Train loss and dev metrics per epoch (solid: main metric), one line per seed."),
+            "<h3>Confusion matrices</h3>",
+            emit(confusion_matrices(run), f"{slug}_confusion_matrices.png", "confusion matrices",
+                 "Dev predictions of the best dev seed, per classification task and dev split (rows: gold).")
+            or '<p class="note">No classification task in this run.</p>',
+            "<h3>STS-B: predicted vs gold</h3>",
+            emit(stsb_scatter(run), f"{slug}_stsb_scatter.png", "STS-B scatter plot",
+                 "Dev predictions of the best dev seed against the gold similarity.")
+            or '<p class="note">STS-B was not trained in this run.</p>',
+            "<h3>Timing</h3>", _timing_table(run),
+            "<h3>Configuration</h3>", f"<pre>{_e(run.config_text)}</pre>",
+        ]
+    page = (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
+        "style-src 'unsafe-inline'\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>gluebench report: {_e(', '.join(r.label for r in runs))}</title>"
+        f"<style>{_CSS}</style></head><body>\n" + "\n".join(part for part in body if part) + "\n</body></html>\n"
+    )
+    atomic_write_text(output, page)
+    return report
+
