@@ -1,0 +1,123 @@
+"""`gluebench diagnose`, `gluebench analyze representations` and `gluebench embeddings adapt`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gluebench.cli.app import app
+from gluebench.errors import GluebenchError
+from gluebench.runs import resolve_run
+
+console = Console()
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="GLUE data directory (default: $GLUE_DIR, cache, ../shared).")
+]
+
+
+def _data_dir(explicit: Path | None) -> Path:
+    from gluebench.data.locate import find_data_dir
+
+    directory, _ = find_data_dir(explicit)
+    if directory is None:
+        raise GluebenchError("no GLUE data found: run `gluebench download` or pass --data-dir")
+    return directory
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as exc:
+        raise GluebenchError(f"--seeds must be comma-separated integers, got {text!r}") from exc
+
+
+@app.command("diagnose")
+def diagnose_command(
+    run_dir: Annotated[str, typer.Argument(help="Run directory or run id (see `gluebench runs`).")],
+    seeds: Annotated[str | None, typer.Option("--seeds", help="Seeds to use (default: all of the run's).")] = None,
+    source: Annotated[str | None, typer.Option(
+        "--source", help="NLI model to predict with: MNLI, RTE or QNLI (default: MNLI, else RTE, else QNLI).")] = None,
+    output_dir: Annotated[Path | None, typer.Option(
+        "--output-dir", "-o", help="Where diagnostic.json/.png go (default RUN_DIR/analysis).")] = None,
+    fine: Annotated[bool, typer.Option("--fine/--no-fine", help="Show the per-tag rows too.")] = True,
+    data_dir: DataDir = None,
+) -> None:
+    """R3 on the labeled AX diagnostic, overall and per linguistic category and tag, with counts."""
+    from gluebench.analysis.diagnostic import diagnose, write_report
+
+    report = diagnose(resolve_run(run_dir), _data_dir(data_dir), _seeds(seeds), source)
+    json_path, png_path = write_report(report, output_dir)
+    if report.stand_in:
+        console.print(f"[yellow]No MNLI model in this run: {report.source} stands in.[/] It predicts only "
+                      "entailment / not_entailment, so gold labels are collapsed the same way and the numbers "
+                      "are binary Matthews correlations, not comparable with a three-way R3.")
+    multi = len(report.seeds) > 1
+    table = Table(title=f"AX diagnostic — {report.metric_label}, predicted by {report.source}"
+                        f"{' (mean ± std over seeds ' + ','.join(map(str, report.seeds)) + ')' if multi else ''}")
+    table.add_column("category")
+    table.add_column("n", justify="right")
+    table.add_column(report.metric_label if not multi else "mean ± std", justify="right")
+    previous = "all"
+    for row in report.mean():
+        if row["group"] == "fine" and not fine:
+            continue
+        if row["group"] == "coarse" or (row["group"] == "domain" and previous != "domain"):
+            table.add_section()  # one block per coarse category with its tags, then the domains
+        previous = row["group"]
+        name = {"all": "[bold]All[/]", "coarse": f"[bold]{row['name']}[/]",
+                "fine": f"  {row['name'].split(' / ')[1]}", "domain": f"Domain: {row['name']}"}[row["group"]]
+        value = f"{row['r3']:.1f}" + (f" ± {row['r3_std']:.1f}" if multi else "")
+        table.add_row(name, str(row["count"]), value)
+    console.print(table)
+    console.print(f"wrote {json_path} and {png_path}")
+
+
+embeddings_app = typer.Typer(help="Word-vector tools for the static-embedding models.", no_args_is_help=True)
+app.add_typer(embeddings_app, name="embeddings")
+
+
+@embeddings_app.command("adapt")
+def adapt_command(
+    corpus: Annotated[list[Path], typer.Option("--corpus", help="UTF-8 text file(s), one sentence per line; "
+                                                "repeat the option or list several after it.")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Vectors directory to write "
+                                             "(then: gluebench run --embeddings DIR).")],
+    base: Annotated[str, typer.Option("--base", help="Base vectors: glove-6b-50d (packaged), a GloVe .txt[.gz] "
+                                      "or a vectors directory.")] = "glove-6b-50d",
+    mu: Annotated[float, typer.Option("--mu", help="Pull toward the base vectors (0 = plain GloVe warm start).",
+                                      min=0.0)] = 0.1,
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the non-zero co-occurrences.", min=1)] = 50,
+    window: Annotated[int, typer.Option("--window", help="Co-occurrence window (each side), weighted 1/distance.",
+                                        min=1)] = 10,
+    min_count: Annotated[int, typer.Option("--min-count", help="Ignore corpus words rarer than this.", min=1)] = 1,
+    lr: Annotated[float, typer.Option("--lr", help="AdaGrad learning rate.", min=0.0)] = 0.05,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Co-occurrences per AdaGrad step.", min=1)] = 16384,
+    seed: Annotated[int, typer.Option("--seed", help="Initialisation and shuffling seed.")] = 1,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+) -> None:
+    """Continue GloVe training on a corpus from base vectors, kept near them (Mittens)."""
+    import torch
+
+    from gluebench.analysis.adapt import MittensConfig, adapt
+
+    config = MittensConfig(mu=mu, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                           device="cuda" if torch.cuda.is_available() else "cpu")
+    summary = adapt(corpus, output_dir, base, window=window, min_count=min_count, config=config,
+                    progress=not no_progress)
+    first, last = summary.history[0], summary.history[-1]
+    change = summary.relative_change
+    console.print(f"corpus: {summary.sentences:,} lines, {summary.tokens:,} tokens, {summary.corpus_vocab:,} words "
+                  f"({summary.with_base_vector:,} with a base vector, {summary.new_words:,} new), "
+                  f"{summary.nonzeros:,} non-zero co-occurrences (window {summary.window})")
+    console.print(f"GloVe loss {first['glove_loss']:.1f} (start) -> {last['glove_loss']:.1f} (epoch "
+                  f"{last['epoch']}) in {summary.seconds_training:.1f}s; words moved by ||v'-v||/||v||: median "
+                  f"{change['median']:.3f}, mean {change['mean']:.3f}, max {change['max']:.3f}")
+    console.print(f"wrote {summary.output_words:,} vectors to {output_dir} (use: gluebench run --embeddings "
+                  f"{output_dir})")
