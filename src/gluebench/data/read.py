@@ -134,8 +134,6 @@ def read_split(task: TaskSpec, split: str | SplitSpec, data_dir: Path) -> list[E
     examples: list[Example] = []
     seen: set[int] = set()
     for number, fields in iter_rows(path, header=spec.header):
-        if spec.header and not examples and _looks_like_data(task, spec, read_header(path)):
-            raise DataFormatError("the header row is missing (line 1 is an example)", path=path, line=1)
         if spec.fields is not None and len(fields) != spec.fields:
             raise DataFormatError(
                 f"expected {spec.fields} tab-separated fields, found {len(fields)}", path=path, line=number
@@ -144,6 +142,8 @@ def read_split(task: TaskSpec, split: str | SplitSpec, data_dir: Path) -> list[E
             raise DataFormatError(
                 f"expected at least {needed} tab-separated fields, found {len(fields)}", path=path, line=number
             )
+        if spec.header and not examples and _looks_like_data(task, spec, read_header(path)):
+            raise DataFormatError("the header row is missing (line 1 is an example)", path=path, line=1)
         if spec.index is None:
             index = len(examples)
         else:
