@@ -1,17 +1,31 @@
 """One training loop for every model family, on Hugging Face accelerate.
 
-accelerate gives device placement, mixed precision and data-parallel training (``accelerate launch``)
-for free; this module adds what GLUE fine-tuning needs around it: batches grouped by length (dynamic
+accelerate gives device placement, mixed precision, trackers and data-parallel training (``accelerate
+launch``); this module adds what GLUE fine-tuning needs around it: batches grouped by length (dynamic
 padding wastes little), warmup + linear decay, gradient accumulation, early stopping on the task's main
-metric, and a checkpoint after every epoch that ``resume`` continues from to the same result. Resuming is
-exact because every epoch reseeds its shuffling and dropout from ``(seed, epoch)``, so an epoch run after a
-restart is the same epoch an uninterrupted run would have run.
+metric, and checkpoints (every epoch, optionally every N optimiser steps) that ``resume`` continues from
+to the same result.
+
+Why resuming is exact: the batch order of an epoch depends only on ``(seed, epoch)``, and the random
+generators (dropout) are reseeded at every epoch start and at every step checkpoint, so the work done after
+a restart is the work an uninterrupted run would have done, and the checkpoint holds everything else
+(weights, optimiser, schedule, best weights so far, history).
+
+Why data-parallel runs match single-process ones: every process walks the same global batches (of
+``batch_size`` examples) and takes a contiguous share of each; each share's summed loss is divided by the
+global batch size and multiplied by the number of processes, so after DDP averages the gradients every
+optimiser step sees the gradient of the global batch's mean loss, as one process would. Only the dropout
+masks differ.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,22 +35,26 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file
+from accelerate.utils import gather_object
+from safetensors.torch import load_file, save
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from gluebench.data.read import Example, Label
+from gluebench.errors import ConfigError, GluebenchError
 from gluebench.metrics import compute_metrics
 from gluebench.models.base import Batch, Feature, TaskModel
 from gluebench.runs import atomic_write_bytes, atomic_write_json
 from gluebench.tasks import TaskSpec
 
+TRACKERS = ("tensorboard", "mlflow", "wandb")
+
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings of one task's training."""
+    """Optimisation settings of one task's training (``batch_size`` is global: summed over processes)."""
 
     epochs: int = 3
     batch_size: int = 32
@@ -50,6 +68,10 @@ class TrainConfig:
     eval_batch_size: int = 128
     mixed_precision: str = "no"  # "no", "fp16", "bf16"
     progress: bool = True
+    checkpoint_steps: int | None = None  # also checkpoint every N optimiser steps inside an epoch
+    trackers: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, mlflow, wandb
+    tracker_dir: str | None = None  # where file-based trackers (TensorBoard) write
+    run_name: str = "gluebench"  # tracker project/run name
 
 
 @dataclass
@@ -129,52 +151,110 @@ def make_loader(
     shuffle: bool,
     seed: int = 0,
 ) -> DataLoader:
+    """A plain single-process loader over length-grouped batches (for families that loop themselves)."""
     items = list(zip(features, labels if labels is not None else [None] * len(features), strict=True))
     sampler = LengthGroupedSampler([model.length(f) for f in features], batch_size, shuffle=shuffle, seed=seed)
     return DataLoader(items, batch_sampler=sampler, collate_fn=_collate_fn(model, task.is_regression))  # type: ignore[arg-type]
 
 
-def _loss(task: TaskSpec, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _loss_sum(task: TaskSpec, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed (not mean) loss, so shares of a batch on several processes add up to the batch's loss."""
     if task.is_regression:
-        return nn.functional.mse_loss(output.view(-1).float(), labels)
-    return nn.functional.cross_entropy(output.float(), labels)
+        return nn.functional.mse_loss(output.reshape(-1).float(), labels, reduction="sum")
+    return nn.functional.cross_entropy(output.float(), labels, reduction="sum")
 
 
 def outputs_to_labels(task: TaskSpec, outputs: torch.Tensor) -> list[Label]:
     """Model outputs to predictions: label strings, or scores clipped to the task's range."""
     if task.is_regression:
         low, high = task.label_range or (-math.inf, math.inf)
-        return [float(v) for v in outputs.view(-1).float().clamp(low, high).tolist()]
+        return [float(v) for v in outputs.reshape(-1).float().clamp(low, high).tolist()]
     assert task.labels is not None
     return [task.labels[i] for i in outputs.argmax(dim=-1).tolist()]
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def _share(indices: list[int], accelerator: Accelerator) -> list[int]:
+    """This process's contiguous share of a global batch."""
+    n, rank = accelerator.num_processes, accelerator.process_index
+    size, extra = divmod(len(indices), n)
+    start = rank * size + min(rank, extra)
+    return indices[start : start + size + (1 if rank < extra else 0)]
 
 
 def predict_outputs(
     model: TaskModel, task: TaskSpec, features: Sequence[Feature], accelerator: Accelerator, batch_size: int = 128
 ) -> torch.Tensor:
-    """Raw outputs (logits or scores) in the order of ``features``."""
+    """Raw outputs (logits or scores) in the order of ``features``; every process gets all of them.
+
+    Batches (longest first) are dealt round-robin to the processes and the outputs gathered back, so a
+    data-parallel run predicts each example exactly once.
+    """
     sampler = LengthGroupedSampler([model.length(f) for f in features], batch_size, shuffle=False)
-    order = [i for batch in sampler.batches() for i in batch]
-    loader = make_loader(model, task, features, None, batch_size, shuffle=False)
-    loader = accelerator.prepare_data_loader(loader)
+    batches = sampler.batches()[accelerator.process_index :: accelerator.num_processes]
     module = model.module
+    was_training = module.training
     module.eval()
-    chunks = []
-    with torch.no_grad():
-        for batch in loader:
-            out = module(**batch)
-            chunks.append(accelerator.gather_for_metrics(out).float().cpu())
-    outputs = torch.cat(chunks)
-    restored = torch.empty_like(outputs)
-    restored[torch.tensor(order)] = outputs
+    pieces: list[tuple[list[int], torch.Tensor]] = []
+    with torch.inference_mode():
+        for indices in batches:
+            batch = _to_device(model.collate([features[i] for i in indices]), accelerator.device)
+            pieces.append((indices, module(**batch).float().cpu()))
+    module.train(was_training)
+    if accelerator.num_processes > 1:
+        pieces = gather_object(pieces)
+    if not pieces:
+        return torch.empty(0)
+    first = pieces[0][1]
+    restored = torch.empty((len(features), *first.shape[1:]), dtype=first.dtype)
+    for indices, outputs in pieces:
+        restored[torch.tensor(indices)] = outputs
     return restored
+
+
+def make_accelerator(mixed_precision: str | None = None, trackers: Sequence[str] = (),
+                     tracker_dir: str | None = None) -> Accelerator:
+    """An accelerator for this machine (GPU when there is one) or for the ``accelerate launch`` setup.
+
+    ``mixed_precision`` None keeps whatever the process already uses. accelerate fixes the precision once
+    per process; a single process that trains again with another precision (a sweep, the Python API) gets
+    the shared state reset, which is safe because nothing else holds it between trainings.
+    """
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if (mixed_precision is not None and state and state.get("_mixed_precision") != mixed_precision
+            and state.get("num_processes", 1) == 1):
+        AcceleratorState._reset_state()
+    for name in trackers:
+        if name not in TRACKERS:
+            raise ConfigError(f"unknown tracker {name!r} (choose from: {', '.join(TRACKERS)})")
+        if not _tracker_available(name):
+            raise ConfigError(f"tracker {name!r} is not installed (pip install {name})")
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=mixed_precision,
+        log_with=list(trackers) or None,
+        project_dir=tracker_dir,
+    )
+
+
+def _tracker_available(name: str) -> bool:
+    from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
+
+    return {"tensorboard": is_tensorboard_available, "mlflow": is_mlflow_available,
+            "wandb": is_wandb_available}[name]()
 
 
 def predict(
     model: TaskModel, task: TaskSpec, examples: Sequence[Example], accelerator: Accelerator | None = None,
     batch_size: int = 128,
 ) -> list[Label]:
-    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = accelerator or make_accelerator()
+    model.module.to(accelerator.device)
     features = model.encode(examples)
     return outputs_to_labels(task, predict_outputs(model, task, features, accelerator, batch_size))
 
@@ -196,40 +276,100 @@ def evaluate(
     return metrics, predictions
 
 
-def _seed_everything(seed: int) -> None:
+def _seed_everything(*parts: int) -> None:
+    """Seed torch (CPU and GPU) and numpy from a tuple of ints, the same way on every process."""
+    seed = int.from_bytes(np.random.SeedSequence([abs(p) for p in parts]).generate_state(1).tobytes(), "little")
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
 
 
-def _save_checkpoint(
-    directory: Path, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any]
-) -> None:
-    """Resumable state, weights as safetensors and optimiser state as plain tensors (loaded weights_only)."""
-    import io
-
-    directory.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    atomic_write_bytes(directory / "model.safetensors", _safetensors_bytes(weights))
-    buffer = io.BytesIO()
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, buffer)
-    atomic_write_bytes(directory / "optimizer.pt", buffer.getvalue())
-    atomic_write_json(directory / "state.json", state)  # written last: its presence marks a complete checkpoint
-
-
-def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
-    from safetensors.torch import save
-
-    return save(tensors)
+def _weights_bytes(module: nn.Module) -> bytes:
+    return save({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
 
 
 def save_weights(module: nn.Module, path: Path) -> None:
     """Weights only, in the safetensors format (no pickle), written atomically."""
-    weights = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    atomic_write_bytes(path, _safetensors_bytes(weights))
+    atomic_write_bytes(path, _weights_bytes(module))
 
 
 def load_weights(module: nn.Module, path: Path) -> None:
-    module.load_state_dict(load_file(str(path)))
+    """Load safetensors weights (never unpickles); a bad file is a one-line error naming it."""
+    try:
+        weights = load_file(str(path))
+    except FileNotFoundError as exc:
+        raise GluebenchError("weights file not found", path=path) from exc
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise GluebenchError(f"not a valid safetensors weights file ({exc})", path=path) from exc
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise GluebenchError(f"weights do not fit this model ({first})", path=path) from exc
+
+
+# ---- checkpoints ------------------------------------------------------------------------------------
+#
+# checkpoint_dir/step-000000042/{model,best}.safetensors, optimizer.pt, state.json
+# A checkpoint is written into a hidden temporary directory and renamed into place, so a directory named
+# step-* is always complete; the newest one wins and older ones are removed after the rename.
+
+_CHECKPOINT_GLOB = "step-*"
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest complete checkpoint in ``checkpoint_dir``, if any."""
+    if not checkpoint_dir.is_dir():
+        return None
+    done = [p for p in checkpoint_dir.glob(_CHECKPOINT_GLOB) if (p / "state.json").is_file()]
+    return max(done, key=lambda p: p.name) if done else None
+
+
+def _write_checkpoint(checkpoint_dir: Path, module: nn.Module, best_weights: bytes | None,
+                      training_state: dict[str, Any], state: dict[str, Any]) -> None:
+    target = checkpoint_dir / f"step-{state['global_step']:09d}"
+    tmp = checkpoint_dir / f".tmp-{target.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    atomic_write_bytes(tmp / "model.safetensors", _weights_bytes(module))
+    if best_weights is not None:
+        atomic_write_bytes(tmp / "best.safetensors", best_weights)
+    buffer = io.BytesIO()
+    torch.save(training_state, buffer)
+    atomic_write_bytes(tmp / "optimizer.pt", buffer.getvalue())
+    atomic_write_json(tmp / "state.json", state)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    for old in checkpoint_dir.glob(_CHECKPOINT_GLOB):
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+_RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "grad_accum", "seed",
+                "max_grad_norm", "mixed_precision")
+
+
+def _check_resumable(state: dict[str, Any], config: TrainConfig, checkpoint: Path) -> None:
+    saved = state.get("config", {})
+    for key in _RESUME_KEYS:
+        if key in saved and saved[key] != getattr(config, key):
+            raise ConfigError(f"cannot resume: the checkpoint was trained with {key}={saved[key]!r}, "
+                              f"this run asks for {getattr(config, key)!r}", path=checkpoint)
+
+
+# ---- the loop ---------------------------------------------------------------------------------------
+
+
+def _epoch_batches(lengths: Sequence[int], config: TrainConfig, epoch: int, processes: int) -> list[list[int]]:
+    """The global batches of one epoch; a final batch too small to give every process an example is dropped."""
+    batches = LengthGroupedSampler(lengths, config.batch_size, shuffle=True, seed=config.seed * 1000 + epoch).batches()
+    return [b for b in batches if len(b) >= processes]
+
+
+def _param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases and normalisation weights (1-D tensors), as BERT does."""
+    decay = [p for p in module.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in module.parameters() if p.requires_grad and p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def train(
@@ -246,94 +386,152 @@ def train(
 ) -> TrainOutcome:
     """Train ``model`` on ``train_examples``, early-stopping on the task's main dev metric.
 
-    With ``checkpoint_dir`` the full state is saved after every epoch; with ``resume`` a complete checkpoint
-    found there is loaded and training continues after its epoch. The best epoch's weights end up in the
-    module (and in ``best_weights_path``).
+    With ``checkpoint_dir`` the full state is saved after every epoch (and every ``checkpoint_steps``
+    optimiser steps); with ``resume`` the newest complete checkpoint there is loaded and training continues
+    where it stopped, reaching the same result as an uninterrupted run. The best epoch's weights end up in
+    the module (and in ``best_weights_path``). Under ``accelerate launch`` only the main process writes.
     """
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
-        mixed_precision=config.mixed_precision,
-        gradient_accumulation_steps=config.grad_accum,
-    )
+    accelerator = make_accelerator(config.mixed_precision, config.trackers, config.tracker_dir)
+    processes = accelerator.num_processes
+    if config.batch_size < processes:
+        raise ConfigError(f"batch size {config.batch_size} is smaller than the {processes} processes")
     _seed_everything(config.seed)
     train_features = model.encode(train_examples)
-    targets = label_targets(task, train_examples)
+    targets = torch.tensor(label_targets(task, train_examples),
+                           dtype=torch.float32 if task.is_regression else torch.long)
+    lengths = [model.length(f) for f in train_features]
     dev = {split: (model.encode(examples), examples) for split, examples in dev_examples.items()}
 
-    steps_per_epoch = math.ceil(len(train_features) / config.batch_size / config.grad_accum)
+    steps_per_epoch = math.ceil(len(_epoch_batches(lengths, config, 1, processes)) / config.grad_accum)
     total_steps = max(1, steps_per_epoch * config.epochs)
-    params = [p for p in model.module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(_param_groups(model.module, config.weight_decay), lr=config.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-    module, optimizer, scheduler = accelerator.prepare(model.module, optimizer, scheduler)
+    module, optimizer = accelerator.prepare(model.module, optimizer)
+    unwrapped = accelerator.unwrap_model(module)
+    params = [p for p in unwrapped.parameters() if p.requires_grad]
 
     history: list[dict[str, Any]] = []
-    best_metric, best_epoch, bad_epochs, start_epoch, train_seconds = -math.inf, 0, 0, 1, 0.0
-    best_state: dict[str, torch.Tensor] | None = None
-    state_file = checkpoint_dir / "state.json" if checkpoint_dir else None
-    if resume and state_file is not None and state_file.is_file():
-        state = json.loads(state_file.read_text())
-        accelerator.unwrap_model(module).load_state_dict(load_file(str(checkpoint_dir / "model.safetensors")))
-        saved = torch.load(checkpoint_dir / "optimizer.pt", weights_only=True)
+    best_metric, best_epoch, bad_epochs, start_epoch, train_seconds, global_step = -math.inf, 0, 0, 1, 0.0, 0
+    best_weights: bytes | None = None
+    progress: dict[str, Any] = {}  # a step checkpoint's place inside its epoch
+    checkpoint = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None and resume else None
+    if checkpoint is not None:
+        state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+        _check_resumable(state, config, checkpoint)
+        load_weights(unwrapped, checkpoint / "model.safetensors")
+        saved = torch.load(checkpoint / "optimizer.pt", weights_only=True, map_location="cpu")
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
+        if accelerator.scaler is not None and saved.get("scaler"):
+            accelerator.scaler.load_state_dict(saved["scaler"])
+        if (checkpoint / "best.safetensors").is_file():
+            best_weights = (checkpoint / "best.safetensors").read_bytes()
         history, best_metric, best_epoch = state["history"], state["best_metric"], state["best_epoch"]
-        bad_epochs, start_epoch, train_seconds = state["bad_epochs"], state["epoch"] + 1, state["train_seconds"]
-        if best_weights_path is not None and best_weights_path.is_file():
-            best_state = load_file(str(best_weights_path))
+        bad_epochs, train_seconds, global_step = state["bad_epochs"], state["train_seconds"], state["global_step"]
+        progress = state.get("in_epoch") or {}
+        start_epoch = state["epoch"] + (0 if progress else 1)
+    elif checkpoint_dir is not None and accelerator.is_main_process:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # a fresh run never continues stale state
 
+    def save_checkpoint(epoch: int, in_epoch: dict[str, Any] | None) -> None:
+        if checkpoint_dir is not None and accelerator.is_main_process:
+            training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                              "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None}
+            _write_checkpoint(checkpoint_dir, unwrapped, best_weights, training_state, {
+                "epoch": epoch, "global_step": global_step, "in_epoch": in_epoch, "history": history,
+                "best_metric": best_metric, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                "train_seconds": train_seconds, "config": asdict(config),
+            })
+        accelerator.wait_for_everyone()
+
+    if config.trackers:
+        accelerator.init_trackers(config.run_name, {k: v for k, v in asdict(config).items()
+                                                     if isinstance(v, int | float | str | bool)})
     main = task.main_metric
     for epoch in range(start_epoch, config.epochs + 1):
         if bad_epochs >= config.patience:
             break
-        _seed_everything(config.seed * 1000 + epoch)
-        loader = accelerator.prepare_data_loader(
-            make_loader(model, task, train_features, targets, config.batch_size, shuffle=True,
-                        seed=config.seed * 1000 + epoch)
-        )
+        groups = _epoch_batches(lengths, config, epoch, processes)
+        groups = [groups[i : i + config.grad_accum] for i in range(0, len(groups), config.grad_accum)]
+        first_group = progress.get("step_in_epoch", 0)
+        _seed_everything(config.seed, epoch, first_group)
+        loss_sum, seen, epoch_seconds = progress.get("loss_sum", 0.0), progress.get("seen", 0), progress.get(
+            "seconds", 0.0)
+        progress = {}
         module.train()
-        started, total_loss, seen = time.perf_counter(), 0.0, 0
-        bar = tqdm(loader, desc=f"{task.name} epoch {epoch}/{config.epochs}", leave=False,
+        started = time.perf_counter()
+        bar = tqdm(range(first_group, len(groups)), desc=f"{task.name} epoch {epoch}/{config.epochs}", leave=False,
                    disable=not (config.progress and accelerator.is_local_main_process))
-        for batch in bar:
-            labels = batch.pop("labels")
-            with accelerator.accumulate(module):
-                loss = _loss(task, module(**batch), labels)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm:
-                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            total_loss += loss.item() * len(labels)
-            seen += len(labels)
-        epoch_seconds = time.perf_counter() - started
+        for g in bar:
+            group = groups[g]
+            group_size = sum(len(b) for b in group)
+            for k, global_batch in enumerate(group):
+                mine = _share(global_batch, accelerator)
+                batch = _to_device(model.collate([train_features[i] for i in mine]), accelerator.device)
+                labels = targets[mine].to(accelerator.device)
+                syncing = k == len(group) - 1
+                with contextlib.nullcontext() if syncing else accelerator.no_sync(module):
+                    summed = _loss_sum(task, module(**batch), labels)
+                    accelerator.backward(summed * (processes / group_size))
+                loss_sum += summed.item()
+                seen += len(mine)
+            if config.max_grad_norm:
+                accelerator.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            global_step += 1
+            if config.checkpoint_steps and global_step % config.checkpoint_steps == 0 and g + 1 < len(groups):
+                elapsed = time.perf_counter() - started
+                save_checkpoint(epoch, {"step_in_epoch": g + 1, "loss_sum": loss_sum, "seen": seen,
+                                        "seconds": epoch_seconds + elapsed})
+                _seed_everything(config.seed, epoch, g + 1)
+        epoch_seconds += time.perf_counter() - started
         train_seconds += epoch_seconds
+        totals = accelerator.reduce(torch.tensor([loss_sum, float(seen)], device=accelerator.device), "sum")
         metrics, _ = evaluate(model, task, dev, accelerator, config.eval_batch_size)
-        record = {"epoch": epoch, "train_loss": total_loss / max(seen, 1), "seconds": epoch_seconds,
-                  "examples_per_second": seen * accelerator.num_processes / epoch_seconds, **metrics}
+        record = {"epoch": epoch, "train_loss": float(totals[0] / max(totals[1], 1)), "seconds": epoch_seconds,
+                  "examples_per_second": float(totals[1]) / epoch_seconds if epoch_seconds else 0.0, **metrics}
         history.append(record)
         if metrics[main] > best_metric:
             best_metric, best_epoch, bad_epochs = metrics[main], epoch, 0
-            unwrapped = accelerator.unwrap_model(module)
-            best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
+            best_weights = _weights_bytes(unwrapped)
             if best_weights_path is not None and accelerator.is_main_process:
-                save_weights(unwrapped, best_weights_path)
+                atomic_write_bytes(best_weights_path, best_weights)
         else:
             bad_epochs += 1
-        if on_epoch is not None:
+        if config.trackers:
+            accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
+        if on_epoch is not None and accelerator.is_main_process:
             on_epoch(record)
-        if checkpoint_dir is not None and accelerator.is_main_process:
-            _save_checkpoint(checkpoint_dir, accelerator.unwrap_model(module), optimizer, scheduler, {
-                "epoch": epoch, "history": history, "best_metric": best_metric, "best_epoch": best_epoch,
-                "bad_epochs": bad_epochs, "train_seconds": train_seconds, "config": asdict(config),
-            })
-        accelerator.wait_for_everyone()
+        save_checkpoint(epoch, None)
 
-    if best_state is not None:
-        accelerator.unwrap_model(module).load_state_dict(best_state)
+    if config.trackers:
+        accelerator.end_training()
+    if best_weights is not None:
+        unwrapped.load_state_dict(_load_bytes(best_weights))
+    module.eval()
     best = next((h for h in history if h["epoch"] == best_epoch), history[-1] if history else {})
     best_metrics = {k: best[k] for k in task.metric_keys if k in best}
-    seen_total = len(train_features) * sum(1 for _ in history)
+    seen_total = len(train_features) * len(history)
     return TrainOutcome(history, best_epoch, best_metrics, train_seconds, seen_total)
 
+
+def _load_bytes(data: bytes) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load
+
+    return load(data)
+
+
+def is_main_process() -> bool:
+    """True on the process that writes files (always true without ``accelerate launch``)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def wait_for_everyone() -> None:
+    """A barrier across ``accelerate launch`` processes (a no-op in a single process)."""
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
