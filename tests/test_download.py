@@ -17,8 +17,16 @@ from urllib.parse import urlsplit
 import pytest
 
 from gluebench.data.check import check_data
-from gluebench.data.download import DOWNLOADS, STAGING_PREFIX, DownloadError, build_mrpc, download_glue, fetch
-from gluebench.errors import ChecksumError, DataFormatError
+from gluebench.data.download import (
+    DOWNLOADS,
+    SOURCES,
+    STAGING_PREFIX,
+    DownloadError,
+    build_mrpc,
+    download_glue,
+    fetch,
+)
+from gluebench.errors import ChecksumError, DataFormatError, GluebenchError
 from gluebench.tasks import TASKS
 
 SERVED_TASKS = ("CoLA", "MRPC", "RTE", "WNLI", "AX")
@@ -178,6 +186,24 @@ def test_pinned_digest_mismatch_leaves_nothing(tmp_path: Path, server: Server) -
     with pytest.raises(ChecksumError, match="refused"):
         fetch(f"{server.url}/glue/data/AX.tsv", dest, sha256="0" * 64, retries=0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_partial_file_is_discarded_after_a_mismatch(tmp_path: Path, glue_dir: Path, server: Server) -> None:
+    """A partial left by another version of the file: resuming it fails the digest, one fresh download fixes it."""
+    remote = SOURCES["AX"].remotes[0]
+    stale = b"an older, different AX.tsv"
+    (tmp_path / "AX.tsv.part").write_bytes(stale)
+    dest = fetch(f"{server.url}/glue/data/AX.tsv", tmp_path / "AX.tsv", size=remote.size, sha256=remote.sha256,
+                 retries=0)
+    assert dest.read_bytes() == (glue_dir / "diagnostic/diagnostic.tsv").read_bytes()
+    assert server.ranges("/glue/data/AX.tsv") == [f"bytes={len(stale)}-", None]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["AX.tsv"]
+
+
+def test_hugging_face_source_is_refused_clearly(tmp_path: Path) -> None:
+    with pytest.raises(GluebenchError, match="--source hf is not supported"):
+        download_glue([TASKS["RTE"]], tmp_path / "glue", source="hf", progress=False)
+    assert not (tmp_path / "glue").exists()
 
 
 def test_truncated_transfer_is_resumed_with_range(tmp_path: Path, glue_dir: Path, server: Server) -> None:

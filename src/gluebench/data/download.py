@@ -3,11 +3,12 @@
 Sources are those of the standard ``download_glue_data.py``: one zip per task on dl.fbaipublicfiles.com
 (``QQP-clean.zip``, ``QNLIv2.zip``), ``AX.tsv`` as ``diagnostic/diagnostic.tsv``, and MRPC built from
 Microsoft's ``msr_paraphrase_{train,test}.txt`` with the official dev ids by the official split rule.
-The labeled ``diagnostic-full.tsv`` comes from the link jiant (by the GLUE authors) uses.
+The labeled ``diagnostic-full.tsv`` comes from the link the GLUE authors' jiant toolkit uses.
 
 Every transfer streams into ``<target>/.gluebench-downloads/NAME.part``; a broken transfer is retried with
-backoff and resumed with an HTTP ``Range`` request, also in a later run. Archive and source digests are the
-ones the Hugging Face ``glue`` loader pins (checked only against the official host: a mirror may repack).
+backoff and resumed with an HTTP ``Range`` request, also in a later run. Download sizes and digests are the
+ones the Hugging Face ``glue`` loader pins; an archive's own digest is checked only when it comes from the
+official host (a mirror may repack it), plain files always.
 Archives are extracted into a staging directory inside ``target`` after every member was checked (no
 absolute paths, no ``..``, no links, no absurd sizes); each task file is then verified against the digest
 pinned in the task registry and only then moved into place with an atomic rename.
@@ -217,6 +218,29 @@ def _transfer(url: str, part: Path, *, timeout: float, progress: bool) -> None:
         raise _Transient(f"connection closed after {received:,} of {expected:,} bytes")
 
 
+def _transfer_with_retries(url: str, part: Path, *, retries: int, backoff: float, timeout: float,
+                           progress: bool) -> None:
+    for attempt in range(retries + 1):
+        try:
+            _transfer(url, part, timeout=timeout, progress=progress)
+            return
+        except _Transient as exc:
+            if attempt == retries:
+                raise DownloadError(f"{url}: transfer failed {retries + 1} times, last: {exc}") from exc
+            wait = backoff * 2**attempt
+            log.warning("%s: %s; retrying in %.1fs", url, exc, wait)
+            time.sleep(wait)
+
+
+def _mismatch(path: Path, size: int | None, sha256: str | None) -> str | None:
+    got = path.stat().st_size
+    if size is not None and got != size:
+        return f"{got:,} bytes, expected {size:,}"
+    if sha256 is not None and (actual := sha256_file(path)) != sha256:
+        return f"sha256 {actual[:16]}… is not the pinned {sha256[:16]}…"
+    return None
+
+
 def fetch(
     url: str,
     dest: Path,
@@ -237,32 +261,20 @@ def fetch(
     part = dest.with_name(dest.name + ".part")
     if dest.exists() and sha256 and sha256_file(dest) == sha256:
         return dest
-    for fresh_start in (False, True):
-        resumed = part.exists() and part.stat().st_size > 0
-        for attempt in range(retries + 1):
-            try:
-                _transfer(url, part, timeout=timeout, progress=progress)
-                break
-            except _Transient as exc:
-                if attempt == retries:
-                    raise DownloadError(f"{url}: transfer failed {retries + 1} times, last: {exc}") from exc
-                wait = backoff * 2**attempt
-                log.warning("%s: %s; retrying in %.1fs", url, exc, wait)
-                time.sleep(wait)
-        got = part.stat().st_size
-        problem = None
-        if size is not None and got != size:
-            problem = f"{got:,} bytes, expected {size:,}"
-        elif sha256 is not None and (actual := sha256_file(part)) != sha256:
-            problem = f"sha256 {actual[:16]}… is not the pinned {sha256[:16]}…"
-        if problem is None:
-            os.replace(part, dest)
-            return dest
-        part.unlink()
-        if not resumed or fresh_start:
-            raise ChecksumError(f"download of {url} refused: {problem}", path=dest)
+    options = {"retries": retries, "backoff": backoff, "timeout": timeout, "progress": progress}
+    resumed = part.exists() and part.stat().st_size > 0
+    _transfer_with_retries(url, part, **options)
+    problem = _mismatch(part, size, sha256)
+    if problem and resumed:
         log.warning("%s: %s after resuming an old partial file; downloading again", url, problem)
-    raise AssertionError("unreachable")
+        part.unlink()
+        _transfer_with_retries(url, part, **options)
+        problem = _mismatch(part, size, sha256)
+    if problem:
+        part.unlink()
+        raise ChecksumError(f"download of {url} refused: {problem}", path=dest)
+    os.replace(part, dest)
+    return dest
 
 
 # -------------------------------------------------------------------------------------------- extraction
@@ -451,6 +463,9 @@ def download_glue(
     installed whole or not at all; a failure raises a `GluebenchError` naming the file or URL. ``base_url``
     replaces the official host (mirror or test server); ``retries``, ``backoff`` and ``timeout`` go to `fetch`.
     """
+    if source == "hf":
+        raise GluebenchError("--source hf is not supported: the Hugging Face copy is not the official TSV files and "
+                             "cannot be verified against the pinned digests; use --source official")
     if source != "official":
         raise GluebenchError(f"unknown download source {source!r} (choose from: official)")
     target = Path(target).expanduser()
