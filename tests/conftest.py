@@ -36,3 +36,27 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("GLUEBENCH_CACHE", str(cache))
     return cache
+
+
+CliResult = tuple[int, str, str]
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # noqa: ANN201
+    """Run ``gluebench ARGS`` in this process through the real entry point; returns (exit code, stdout, stderr)."""
+    import sys
+
+    from gluebench.cli import main
+
+    def run(*args: str) -> CliResult:
+        monkeypatch.setenv("COLUMNS", "250")
+        monkeypatch.setattr(sys, "argv", ["gluebench", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
