@@ -61,6 +61,13 @@ def _fields_cell(check: FileCheck) -> str:
     return "ok"
 
 
+def _without_path(problem: str, path: Path) -> str:
+    """``PATH:LINE: message`` → ``line LINE: message`` for the table, where the file has its own column."""
+    rest = problem.removeprefix(f"{path}:").lstrip()
+    line, sep, message = rest.partition(": ")
+    return f"line {line}: {message}" if sep and line.isdigit() else rest
+
+
 def report_table(report: CheckReport) -> Table:
     """One row per official file: status, rows against the official count, field counts, checksum, problem."""
     table = Table(title=f"GLUE data in {report.data_dir}")
@@ -71,7 +78,7 @@ def report_table(report: CheckReport) -> Table:
         status = check.status
         if status == "missing" and check.task in report.named:
             status = "missing (asked for)"
-        problem = check.problems[0].replace(f"{check.path}", "").lstrip(":") if check.problems else ""
+        problem = _without_path(check.problems[0], check.path) if check.problems else ""
         table.add_row(
             check.task, check.path.relative_to(report.data_dir).as_posix(),
             f"[{colors[check.status]}]{status}[/]", _rows_cell(check), _fields_cell(check),
