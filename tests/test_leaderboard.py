@@ -124,7 +124,9 @@ def test_real_run_on_the_board_is_dev_and_partial(cbow_run: Path) -> None:  # no
     assert all(e.mean_over(RUN_TASKS) >= mine for e in above)  # placed among rows on the same three tasks
 
 
-def test_cli_leaderboard_marks_dev_partial_and_human(cbow_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_cli_leaderboard_marks_dev_partial_and_human(
+    cbow_run: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
     monkeypatch.setattr(results_cli, "console", Console(width=250))  # the whole board on one screen width
     run_id = register_run({"run_dir": str(cbow_run), "model": "glove-cbow", "tasks": list(RUN_TASKS),
                            "seeds": [1, 2], "score": None, "score_label": "", "date": "now"})

@@ -325,7 +325,7 @@ def _results_table(run: RunData) -> str:
                     f'<td class="num">{score}</td><td class="num">{human}</td><td class="num">{best}</td>'
                     f'<td class="num">{rank}</td><td>{verdict}</td></tr>')
     return _table(("task", "dev metrics (mean ± std over seeds)", "seeds", "task score", "human (test)",
-                   "best published (test)", "rank among published", ""), rows, "results")
+                   "best published (test)", "rank among published", "vs human"), rows, "results")
 
 
 def _timing_table(run: RunData) -> str:
