@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+os.environ["COLUMNS"] = "250"  # before any rich Console is made: tables are not folded in captured output
 
 
 def _shared(name: str) -> Path:
@@ -39,17 +41,17 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 
 
 CliResult = tuple[int, str, str]
+CliRun = Callable[..., CliResult]
 
 
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # noqa: ANN201
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> CliRun:
     """Run ``gluebench ARGS`` in this process through the real entry point; returns (exit code, stdout, stderr)."""
     import sys
 
     from gluebench.cli import main
 
     def run(*args: str) -> CliResult:
-        monkeypatch.setenv("COLUMNS", "250")
         monkeypatch.setattr(sys, "argv", ["gluebench", *args])
         try:
             main()

@@ -4,28 +4,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 from gluebench.data.check import check_data, git_blob_id
 from gluebench.tasks import TASKS
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run ``gluebench ARGS`` in this process through the real entry point; returns (exit code, stdout, stderr)."""
-    from gluebench.cli import main
-
-    monkeypatch.setenv("COLUMNS", "250")
-    monkeypatch.setattr(sys, "argv", ["gluebench", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.conftest import CliRun
 
 
 def copy_tasks(glue_dir: Path, dest: Path, *dirs: str) -> Path:
@@ -48,9 +31,8 @@ def test_real_directory_passes_with_official_counts(glue_dir: Path) -> None:
     }
 
 
-def test_cli_real_directory_exits_zero(glue_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run_cli(monkeypatch, capsys, "data", "check", "--data-dir", str(glue_dir))
+def test_cli_real_directory_exits_zero(glue_dir: Path, cli: CliRun) -> None:
+    code, out, err = cli("data", "check", "--data-dir", str(glue_dir))
     assert code == 0, err
     assert "22 ok, 9 missing, 0 corrupt" in out
     assert "8,551 / 8,551" in out  # CoLA train rows against the official count
@@ -71,15 +53,14 @@ def test_samples_are_checked_against_git_blob_ids(samples_dir: Path) -> None:
     assert by_file["MNLI", "train"].rows == 48 and by_file["MNLI", "train"].status == "corrupt"
 
 
-def test_corrupted_copy_fails_naming_the_file(tmp_path: Path, glue_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupted_copy_fails_naming_the_file(tmp_path: Path, glue_dir: Path, cli: CliRun) -> None:
     data = copy_tasks(glue_dir, tmp_path, "CoLA", "RTE")
     dev = data / "RTE/dev.tsv"
     dev.write_bytes(dev.read_bytes().replace(b"not_entailment\n", b"entailment\n", 1))  # still well-formed
     report = check_data(data, "CoLA,RTE")
     (bad,) = report.corrupt
     assert (bad.task, bad.split, bad.checksum, bad.rows) == ("RTE", "dev", "mismatch", 277)
-    code, out, err = run_cli(monkeypatch, capsys, "data", "check", "--data-dir", str(data), "--tasks", "CoLA,RTE")
+    code, out, err = cli("data", "check", "--data-dir", str(data), "--tasks", "CoLA,RTE")
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("gluebench: error: corrupt: ")
     assert f"{dev}: sha256" in err
@@ -115,15 +96,15 @@ def test_another_tasks_file_in_the_wrong_place(tmp_path: Path, glue_dir: Path) -
 
 
 def test_missing_task_is_reported_not_an_error_unless_asked_for(
-    tmp_path: Path, glue_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, glue_dir: Path, cli: CliRun
 ) -> None:
     data = copy_tasks(glue_dir, tmp_path, "CoLA")
     report = check_data(data)
     assert report.ok and len(report.missing) == len([s for t in TASKS.values() for s in t.splits]) - 3
-    code, out, _ = run_cli(monkeypatch, capsys, "data", "check", "--data-dir", str(data))
+    code, out, _ = cli("data", "check", "--data-dir", str(data))
     assert code == 0 and "missing" in out
 
-    code, _, err = run_cli(monkeypatch, capsys, "data", "check", "--data-dir", str(data), "--tasks", "CoLA,RTE")
+    code, _, err = cli("data", "check", "--data-dir", str(data), "--tasks", "CoLA,RTE")
     assert code == 2
     assert err.strip() == (f"gluebench: error: missing files of the tasks asked for in {data}: "
                            "RTE/train.tsv, RTE/dev.tsv, RTE/test.tsv")

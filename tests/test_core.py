@@ -37,7 +37,7 @@ def test_task_aliases(alias: str, name: str) -> None:
 
 
 def test_unknown_task_names_the_choices() -> None:
-    with pytest.raises(GluebenchError, match="unknown task 'colaa'.*CoLA"):
+    with pytest.raises(GluebenchError, match=r"unknown task 'colaa'.*CoLA"):
         resolve_tasks("CoLA,colaa")
 
 

@@ -28,6 +28,7 @@ from gluebench.data.download import (
 )
 from gluebench.errors import ChecksumError, DataFormatError, GluebenchError
 from gluebench.tasks import TASKS
+from tests.conftest import CliRun
 
 SERVED_TASKS = ("CoLA", "MRPC", "RTE", "WNLI", "AX")
 FAST = {"retries": 2, "backoff": 0.01, "timeout": 10.0, "progress": False}
@@ -306,29 +307,15 @@ def test_concurrent_downloads_into_one_directory(tmp_path: Path, glue_dir: Path,
     assert_clean(target)
 
 
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run ``gluebench ARGS`` in this process through the real entry point; returns (exit code, stdout, stderr)."""
-    from gluebench.cli import main
-
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setattr(sys, "argv", ["gluebench", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def test_cli_download_then_check(tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_download_then_check(tmp_path: Path, server: Server, cli: CliRun) -> None:
     target = str(tmp_path / "glue")
-    code, out, err = run_cli(monkeypatch, capsys, "download", "--tasks", "WNLI,MRPC", "--data-dir", target,
+    code, out, err = cli("download", "--tasks", "WNLI,MRPC", "--data-dir", target,
                              "--mirror", server.url, "--no-progress")
     assert code == 0, err
     assert "6 official files verified" in out
-    code, out, err = run_cli(monkeypatch, capsys, "data", "check", "--data-dir", target, "--tasks", "WNLI,MRPC")
+    code, out, err = cli("data", "check", "--data-dir", target, "--tasks", "WNLI,MRPC")
     assert code == 0, out + err
     assert "6 ok, 0 missing, 0 corrupt" in out
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from gluebench.data.check import check_file
 from gluebench.data.read import read_split
 from gluebench.errors import GluebenchError
 from gluebench.tasks import TASKS
+from tests.conftest import CliRun
 
 Mutation = Callable[[Path], None]
 
@@ -193,19 +193,6 @@ def expected_prefix(fault: Fault, path: Path) -> str:
     return f"{path}:{line}: " if line is not None else f"{path}: "
 
 
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run ``gluebench ARGS`` in this process through the real entry point; returns (exit code, stdout, stderr)."""
-    from gluebench.cli import main
-
-    monkeypatch.setenv("COLUMNS", "250")
-    monkeypatch.setattr(sys, "argv", ["gluebench", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_at_least_thirty_distinct_faults() -> None:
@@ -215,7 +202,7 @@ def test_at_least_thirty_distinct_faults() -> None:
 @pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.name)
 def test_fault_gives_one_line_error_naming_file_and_line(
     fault: Fault, tmp_path: Path, glue_dir: Path, samples_dir: Path,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    cli: CliRun,
 ) -> None:
     data, path = fault_copy(fault, tmp_path, glue_dir, samples_dir)
     prefix = expected_prefix(fault, path)
@@ -226,11 +213,11 @@ def test_fault_gives_one_line_error_naming_file_and_line(
     assert message.startswith(prefix), message
     assert re.search(fault.message, message[len(prefix):]), message
 
-    code, _, err = run_cli(monkeypatch, capsys, "show", fault.task, "--split", fault.split, "--data-dir", str(data))
+    code, _, err = cli("show", fault.task, "--split", fault.split, "--data-dir", str(data))
     assert code == 2
     assert err == f"gluebench: error: {message}\n"
 
-    code, out, err = run_cli(monkeypatch, capsys, "data", "check", "--data-dir", str(data), "--tasks", fault.task)
+    code, out, err = cli("data", "check", "--data-dir", str(data), "--tasks", fault.task)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("gluebench: error: "), err
     if fault.source == "glue":  # (the samples are no official files: the checker flags them all)

@@ -103,9 +103,8 @@ def _check_type(key: str, value: Any, hint: Any, where: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-    elif hint is str:
-        if isinstance(value, str):
-            return value
+    elif hint is str and isinstance(value, str):
+        return value
     raise ConfigError(f"{where}: {key!r} must be {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
