@@ -79,6 +79,63 @@ def diagnose_command(
     console.print(f"wrote {json_path} and {png_path}")
 
 
+analyze_app = typer.Typer(help="Analyses across the task models of runs.", no_args_is_help=True)
+app.add_typer(analyze_app, name="analyze")
+
+
+def _train_for_analysis(model: str, tasks: str, seed: int, unfreeze: bool, max_train_examples: int | None,
+                        epochs: int | None, data_dir: Path | None, root: Path) -> Path:
+    """Train (or, when already there, reuse) a run to analyse, under ``root``."""
+    from gluebench.config import config_from_mapping
+    from gluebench.runner import run
+
+    run_dir = root / f"{model.replace(':', '_').replace('/', '_')}-{'unfrozen' if unfreeze else 'default'}"
+    values = {"model": model, "tasks": tasks, "seeds": [seed], "output_dir": str(run_dir),
+              "unfreeze_embeddings": unfreeze, "max_train_examples": max_train_examples, "epochs": epochs,
+              "data_dir": str(data_dir) if data_dir else None}
+    config = config_from_mapping({k: v for k, v in values.items() if v is not None}, "option")
+    run(config, resume=(run_dir / "config.yaml").is_file(), report=console.print)
+    return run_dir
+
+
+@analyze_app.command("representations")
+def representations_command(
+    run_dirs: Annotated[list[str] | None, typer.Argument(help="Run directories or ids to compare.")] = None,
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Where the JSON, PNGs and report go.")] = Path(
+        "analysis/representations"),
+    seed: Annotated[int | None, typer.Option("--seed", help="Which seed's models (default: each run's first).")] = None,
+    tasks: Annotated[str | None, typer.Option("--tasks", "-t", help="Comma-separated tasks (default: all the run "
+                                              "trained).")] = None,
+    probe_size: Annotated[int, typer.Option("--probe-size", help="Probe sentences from the dev sets.", min=10)] = 256,
+    train: Annotated[str | None, typer.Option("--train", help="Train MODEL on --tasks first (into "
+                                              "OUTPUT_DIR/runs) and analyse it.")] = None,
+    unfreeze_embeddings: Annotated[bool, typer.Option("--unfreeze-embeddings", help="With --train: also train a run "
+                                                      "with trainable word vectors, to compare.")] = False,
+    max_train_examples: Annotated[int | None, typer.Option("--max-train-examples", help="With --train: slice size.",
+                                                           min=1)] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="With --train: epochs.", min=1)] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Task x task linear CKA per layer: where do models trained on different tasks diverge?"""
+    from gluebench.analysis.representations import analyze, write_outputs
+
+    directories = [resolve_run(ref) for ref in run_dirs or []]
+    if train:
+        if not tasks:
+            raise GluebenchError("--train needs --tasks (at least two, e.g. --tasks SST-2,RTE)")
+        for unfreeze in (False, True) if unfreeze_embeddings else (False,):
+            directories.append(_train_for_analysis(train, tasks, seed or 1, unfreeze, max_train_examples, epochs,
+                                                   data_dir, output_dir / "runs"))
+    if not directories:
+        raise GluebenchError("give RUN_DIR(s) to analyse, or --train MODEL --tasks ...")
+    task_list = [t for t in tasks.split(",") if t.strip()] if tasks else None
+    result = analyze(directories, _data_dir(data_dir), seed=seed, tasks=task_list, probe_size=probe_size)
+    written = write_outputs(result, output_dir)
+    for line in result["summary"]:
+        console.print(f"- {line}")
+    console.print(f"wrote {written['markdown']}, {written['json']} and the PNGs beside them")
+
+
 embeddings_app = typer.Typer(help="Word-vector tools for the static-embedding models.", no_args_is_help=True)
 app.add_typer(embeddings_app, name="embeddings")
 
