@@ -1,13 +1,16 @@
 """GLUE server submissions: a real glove-cbow run -> zip -> validator, and every corruption is reported.
 
 The session fixture `cbow_run` trains glove-cbow on slices of CoLA, STS-B and RTE (two seeds, two epochs) with
-`gluebench.runner.run`; test_leaderboard.py and test_report.py import it, and the training happens once.
+`gluebench.runner.run`; test_leaderboard.py and test_report.py import it. The run directory is written once per
+session (under xdist, once for all workers) and reused by every module.
 """
 
 from __future__ import annotations
 
-import functools
+import fcntl
 import io
+import os
+import shutil
 import statistics
 import zipfile
 from collections import Counter
@@ -38,9 +41,11 @@ RUN_SEEDS = (1, 2)
 BY_NAME = {f.name: f for f in SERVER_FILES}
 
 
-@functools.cache
 def _train_cbow_run(directory: Path, glue_dir: Path, cache: Path) -> Path:
-    """One real run for the whole session (cached here, so modules importing the fixture share it)."""
+    """One real run for the whole session; a finished one (another xdist worker's) is reused as it is."""
+    if RunPaths(directory).summary.is_file():
+        return directory
+    shutil.rmtree(directory, ignore_errors=True)  # an interrupted attempt
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GLUEBENCH_CACHE", str(cache))  # session fixtures run before the per-test cache is set
         run(RunConfig(model="glove-cbow", tasks=list(RUN_TASKS), seeds=list(RUN_SEEDS), epochs=2,
@@ -51,7 +56,11 @@ def _train_cbow_run(directory: Path, glue_dir: Path, cache: Path) -> Path:
 @pytest.fixture(scope="session")
 def cbow_run(tmp_path_factory: pytest.TempPathFactory, glue_dir: Path) -> Path:
     base = tmp_path_factory.getbasetemp()
-    return _train_cbow_run(base / "glove-cbow-run", glue_dir, base / "glove-cbow-cache")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # this session's directory, shared by its xdist workers: train once for all
+    with open(base / "glove-cbow-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _train_cbow_run(base / "glove-cbow-run", glue_dir, base / "glove-cbow-cache")
 
 
 @pytest.fixture(scope="session")
