@@ -78,3 +78,48 @@ def test_stand_in_scores_the_binary_collapse(glue_dir: Path) -> None:
     assert (overall.name, overall.r3) == ("all", pytest.approx(100.0))
     flipped = ["entailment" if g == "not_entailment" else "not_entailment" for g in binary_gold]
     assert breakdown(examples, flipped, binary=True)[0].r3 == pytest.approx(-100.0)
+
+
+def test_diagnose_a_real_run_with_an_rte_stand_in(glue_dir: Path, tmp_path: Path) -> None:
+    """No MNLI data here: an RTE model trained on a real slice stands in, scored on the binary collapse."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from gluebench.cli import app
+    from gluebench.config import RunConfig
+    from gluebench.runner import load_task_model, run
+    from gluebench.training import predict
+
+    run_dir = tmp_path / "run"
+    run(RunConfig(model="glove-cbow", tasks=["RTE"], seeds=[1], data_dir=str(glue_dir), output_dir=str(run_dir),
+                  epochs=2, max_train_examples=300, progress=False))
+    result = CliRunner().invoke(app, ["diagnose", str(run_dir), "--data-dir", str(glue_dir)])
+    assert result.exit_code == 0, result.output
+    assert "stands in" in result.output
+    report = json.loads((run_dir / "analysis" / "diagnostic.json").read_text())
+    assert report["predicted_by"] == "RTE" and report["stand_in"] is True
+    assert "binary collapse" in report["metric"]
+    assert (run_dir / "analysis" / "diagnostic.png").stat().st_size > 10_000
+
+    model, spec = load_task_model(run_dir, "RTE", 1)
+    examples = load_diagnostic(glue_dir)
+    predictions = predict(model, spec, examples)
+    gold = [collapse_to_binary(str(e.label)) for e in examples]
+    rows = {(r["group"], r["name"]): r for r in report["slices"]}
+    assert rows[("all", "all")]["count"] == 1104
+    assert rows[("all", "all")]["r3"] == pytest.approx(100 * matthews_corrcoef(gold, predictions))
+    knowledge = [i for i, e in enumerate(examples) if e.extras["Knowledge"]]
+    assert rows[("coarse", "Knowledge")]["r3"] == pytest.approx(
+        100 * matthews_corrcoef([gold[i] for i in knowledge], [predictions[i] for i in knowledge]))
+
+
+def test_diagnose_without_an_nli_model_says_so(glue_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gluebench.cli import app
+
+    (tmp_path / "config.yaml").write_text("model: glove-cbow\nseeds: [1]\n")
+    result = CliRunner().invoke(app, ["diagnose", str(tmp_path), "--data-dir", str(glue_dir)])
+    assert result.exit_code != 0
+    assert "no NLI model" in str(result.exception)

@@ -92,12 +92,14 @@ def breakdown(examples: Sequence[Example], predictions: Sequence[str], *, binary
                 members.setdefault(("fine", f"{category} / {tag}"), []).append(i)
         if example.extras.get("Domain"):
             members.setdefault(("domain", example.extras["Domain"]), []).append(i)
-    order = {"all": 0, "coarse": 1, "fine": 2, "domain": 3}
     coarse_rank = {c: k for k, c in enumerate(COARSE_CATEGORIES)}
 
-    def sort_key(key: tuple[str, str]) -> tuple[int, int, str]:
+    def sort_key(key: tuple[str, str]) -> tuple[int, int, int, str]:
+        """All, then each coarse category followed by its fine tags, then the domains."""
         group, name = key
-        return order[group], coarse_rank.get(name.split(" / ")[0], 0), name
+        if group in ("coarse", "fine"):
+            return 1, coarse_rank[name.split(" / ")[0]], int(group == "fine"), name
+        return (0 if group == "all" else 2), 0, 0, name
 
     return [
         Slice(group, name, len(idx), r3([preds[i] for i in idx], [gold[i] for i in idx]))

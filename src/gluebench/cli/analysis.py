@@ -71,8 +71,8 @@ def diagnose_command(
         if row["group"] == "coarse" or (row["group"] == "domain" and previous != "domain"):
             table.add_section()  # one block per coarse category with its tags, then the domains
         previous = row["group"]
-        name = {"all": "[bold]All[/]", "coarse": f"[bold]{row['name']}[/]",
-                "fine": f"  {row['name'].split(' / ')[1]}", "domain": f"Domain: {row['name']}"}[row["group"]]
+        labels = {"all": "[bold]All[/]", "coarse": "[bold]{}[/]", "fine": "  {}", "domain": "Domain: {}"}
+        name = labels[row["group"]].format(row["name"].split(" / ")[-1])
         value = f"{row['r3']:.1f}" + (f" ± {row['r3_std']:.1f}" if multi else "")
         table.add_row(name, str(row["count"]), value)
     console.print(table)
