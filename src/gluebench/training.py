@@ -30,12 +30,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import gather_object
+from accelerate import Accelerator, PartialState
+from accelerate.utils import broadcast_object_list, gather_object
 from safetensors.torch import load_file, save
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
@@ -50,6 +50,7 @@ from gluebench.runs import atomic_write_bytes, atomic_write_json
 from gluebench.tasks import TaskSpec
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
+T = TypeVar("T")
 
 
 @dataclass
@@ -414,7 +415,8 @@ def train(
     best_metric, best_epoch, bad_epochs, start_epoch, train_seconds, global_step = -math.inf, 0, 0, 1, 0.0, 0
     best_weights: bytes | None = None
     progress: dict[str, Any] = {}  # a step checkpoint's place inside its epoch
-    checkpoint = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None and resume else None
+    # the main process picks the checkpoint, so every process resumes from the same one
+    checkpoint = share_from_main(latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None and resume else None)
     if checkpoint is not None:
         state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
         _check_resumable(state, config, checkpoint)
@@ -523,15 +525,27 @@ def _load_bytes(data: bytes) -> dict[str, torch.Tensor]:
     return load(data)
 
 
+def process_state() -> PartialState:
+    """This process's place in an ``accelerate launch`` group, set up as `make_accelerator` sets it up.
+
+    Without a GPU the group must be created with ``cpu=True`` (gloo); created otherwise first, it would stay
+    single-process and every rank would train alone.
+    """
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def is_main_process() -> bool:
     """True on the process that writes files (always true without ``accelerate launch``)."""
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
+    return process_state().is_main_process
 
 
 def wait_for_everyone() -> None:
     """A barrier across ``accelerate launch`` processes (a no-op in a single process)."""
-    from accelerate import PartialState
+    process_state().wait_for_everyone()
 
-    PartialState().wait_for_everyone()
+
+def share_from_main(value: T) -> T:
+    """The main process's ``value`` on every process, so all agree (the value itself without ``accelerate launch``)."""
+    if process_state().num_processes == 1:
+        return value
+    return broadcast_object_list([value], from_process=0)[0]
