@@ -13,10 +13,11 @@ Batches are padded only to their longest member (the training loop groups them b
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +221,19 @@ class TransformerTaskModel:
         return result
 
 
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' load report (a new head is always "missing"; that is the point of fine-tuning)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 class TransformerFamily:
     """Builds fine-tunable encoders (BERT recipe defaults: lr 2e-5..5e-5, batch 32, 3 epochs, warmup 10%)."""
 
@@ -253,16 +267,17 @@ class TransformerFamily:
             "problem_type": "regression" if task.is_regression else "single_label_classification",
         }
         if options.dropout is not None:
-            overrides["hidden_dropout_prob"] = options.dropout
-            overrides["classifier_dropout"] = options.dropout
+            overrides.update(hidden_dropout_prob=options.dropout, attention_probs_dropout_prob=options.dropout,
+                             classifier_dropout=options.dropout)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-            config = AutoConfig.from_pretrained(source, trust_remote_code=False, **overrides)
-            if pretrained_weights:
-                model = AutoModelForSequenceClassification.from_pretrained(source, config=config,
-                                                                           trust_remote_code=False)
-            else:
-                model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=False)
+            with _quiet_transformers():
+                tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+                config = AutoConfig.from_pretrained(source, trust_remote_code=False, **overrides)
+                if pretrained_weights:
+                    model = AutoModelForSequenceClassification.from_pretrained(source, config=config,
+                                                                               trust_remote_code=False)
+                else:
+                    model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=False)
         except (OSError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise GluebenchError(f"--model {self.name}: cannot load {source!r} as a sequence classifier "
