@@ -214,7 +214,10 @@ def prepare_run_dir(config: RunConfig, resume: bool) -> tuple[RunConfig, RunPath
     root = Path(config.output_dir) if config.output_dir else default_run_dir(config.model)
     if root.exists() and any(root.iterdir()):
         raise ConfigError(f"--output-dir {root} is not empty; pass --resume to continue that run or pick another")
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--output-dir {root}: cannot create it ({exc.strerror})") from exc
     config.output_dir = str(root)
     paths = RunPaths(root)
     atomic_write_text(paths.config, config.to_yaml())
