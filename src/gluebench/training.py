@@ -310,25 +310,37 @@ def load_weights(module: nn.Module, path: Path) -> None:
 
 # ---- checkpoints ------------------------------------------------------------------------------------
 #
-# checkpoint_dir/step-000000042/{model,best}.safetensors, optimizer.pt, state.json
-# A checkpoint is written into a hidden temporary directory and renamed into place, so a directory named
-# step-* is always complete; the newest one wins and older ones are removed after the rename.
+# checkpoint_dir/state.json                          where training stands; names the directory below
+# checkpoint_dir/step-000000042/model.safetensors    weights at that point
+#                              /best.safetensors     best weights so far (absent before the first epoch ends)
+#                              /optimizer.pt         optimiser, schedule and loss-scaler tensors (weights_only)
+# A checkpoint directory is written under a temporary name and renamed into place; state.json is replaced
+# atomically afterwards and only then are older directories removed, so a kill at any moment leaves
+# state.json naming a complete checkpoint (or no state.json at all).
 
-_CHECKPOINT_GLOB = "step-*"
+_STEP_GLOB = "step-*"
 
 
 def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The newest complete checkpoint in ``checkpoint_dir``, if any."""
-    if not checkpoint_dir.is_dir():
+    """The complete checkpoint ``checkpoint_dir/state.json`` names, if there is one."""
+    state_file = checkpoint_dir / "state.json"
+    if not state_file.is_file():
         return None
-    done = [p for p in checkpoint_dir.glob(_CHECKPOINT_GLOB) if (p / "state.json").is_file()]
-    return max(done, key=lambda p: p.name) if done else None
+    try:
+        name = json.loads(state_file.read_text(encoding="utf-8"))["dir"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise GluebenchError("checkpoint state is damaged; remove the checkpoint directory to restart this task",
+                             path=state_file) from exc
+    directory = checkpoint_dir / name
+    if Path(name).name != name or not (directory / "model.safetensors").is_file():
+        raise GluebenchError(f"checkpoint state names {name!r}, which is not a complete checkpoint", path=state_file)
+    return directory
 
 
 def _write_checkpoint(checkpoint_dir: Path, module: nn.Module, best_weights: bytes | None,
                       training_state: dict[str, Any], state: dict[str, Any]) -> None:
     target = checkpoint_dir / f"step-{state['global_step']:09d}"
-    tmp = checkpoint_dir / f".tmp-{target.name}-{os.getpid()}"
+    tmp = checkpoint_dir / f".{target.name}-{os.getpid()}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     atomic_write_bytes(tmp / "model.safetensors", _weights_bytes(module))
@@ -337,11 +349,11 @@ def _write_checkpoint(checkpoint_dir: Path, module: nn.Module, best_weights: byt
     buffer = io.BytesIO()
     torch.save(training_state, buffer)
     atomic_write_bytes(tmp / "optimizer.pt", buffer.getvalue())
-    atomic_write_json(tmp / "state.json", state)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
-    for old in checkpoint_dir.glob(_CHECKPOINT_GLOB):
-        if old != target:
+    atomic_write_json(checkpoint_dir / "state.json", {**state, "dir": target.name})
+    for old in checkpoint_dir.iterdir():
+        if old != target and old.is_dir() and (old.match(_STEP_GLOB) or old.name.endswith(".partial")):
             shutil.rmtree(old, ignore_errors=True)
 
 
@@ -354,7 +366,7 @@ def _check_resumable(state: dict[str, Any], config: TrainConfig, checkpoint: Pat
     for key in _RESUME_KEYS:
         if key in saved and saved[key] != getattr(config, key):
             raise ConfigError(f"cannot resume: the checkpoint was trained with {key}={saved[key]!r}, "
-                              f"this run asks for {getattr(config, key)!r}", path=checkpoint)
+                              f"this run asks for {getattr(config, key)!r}", path=checkpoint.parent / "state.json")
 
 
 # ---- the loop ---------------------------------------------------------------------------------------
@@ -418,7 +430,7 @@ def train(
     # the main process picks the checkpoint, so every process resumes from the same one
     checkpoint = share_from_main(latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None and resume else None)
     if checkpoint is not None:
-        state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+        state = json.loads((checkpoint.parent / "state.json").read_text(encoding="utf-8"))
         _check_resumable(state, config, checkpoint)
         load_weights(unwrapped, checkpoint / "model.safetensors")
         saved = torch.load(checkpoint / "optimizer.pt", weights_only=True, map_location="cpu")
