@@ -116,3 +116,11 @@ def test_adapt_refuses_to_overwrite_an_unrelated_directory(corpus_file: Path, tm
     result = CliRunner().invoke(app, ["embeddings", "adapt", "--corpus", str(corpus_file), "-o", str(tmp_path)])
     assert result.exit_code != 0
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_fitted_biases_start_closer_to_the_corpus_than_random_ones(corpus_problem: tuple) -> None:
+    cooc, base, has_base = corpus_problem
+    fitted = train_mittens(cooc, base, has_base, MittensConfig(epochs=1), progress=False)
+    random_start = train_mittens(cooc, base, has_base, MittensConfig(epochs=1, fit_biases=False), progress=False)
+    assert fitted.history[0]["glove_loss"] < 0.5 * random_start.history[0]["glove_loss"]
+    assert fitted.history[0]["distance_to_base"] == pytest.approx(random_start.history[0]["distance_to_base"])

@@ -8,7 +8,8 @@ that has a base vector near it::
 with GloVe's weighting ``f(x) = min(1, (x / x_max)^alpha)`` and co-occurrences counted in a symmetric window,
 each pair weighted 1/distance (Pennington et al. 2014). Word and context vectors start at half the base
 vector each (plus a little noise to break their symmetry, as the reference implementation does), words new
-to the base start random, and the output is ``w + c``. ``mu = 0`` is plain GloVe warm-started from the base.
+to the base start random, biases start where the base vectors already fit the counts (see
+`MittensModel.fit_biases`), and the output is ``w + c``. ``mu = 0`` is plain GloVe warm-started from the base.
 
 Unlike the reference ``mittens`` package, which holds the dense V x V matrix, only the non-zero counts are
 stored (sparse), and optimisation is mini-batch AdaGrad over shuffled non-zeros, as GloVe itself trains; with
@@ -91,6 +92,7 @@ class MittensConfig:
     x_max: float = 100.0
     alpha: float = 0.75
     initial_accumulator: float = 0.1
+    fit_biases: bool = True  # False: random biases, as the reference implementation starts
     seed: int = 1
     device: str = "cpu"
 
@@ -129,6 +131,20 @@ class MittensModel(torch.nn.Module):
         self.register_buffer("base", base_t[mask])
         self.register_buffer("base_index", torch.nonzero(mask).view(-1))
 
+    @torch.no_grad()
+    def fit_biases(self, rows: torch.Tensor, cols: torch.Tensor, log_counts: torch.Tensor) -> None:
+        """Start both biases at half the mean residual ``log X_ij - w_i.c_j`` of each word.
+
+        Random biases (the reference's start) make the first updates move the base vectors to make up for
+        them; starting the biases where the base vectors already fit leaves the vectors to move only for what
+        the corpus says about them (lower start loss, less drift).
+        """
+        residual = log_counts - (self.words[rows] * self.contexts[cols]).sum(-1)
+        counts = torch.bincount(rows, minlength=len(self.word_bias)).clamp(min=1).to(residual.dtype)
+        bias = torch.zeros_like(self.word_bias).index_add_(0, rows, residual) / counts / 2
+        self.word_bias.copy_(bias)
+        self.context_bias.copy_(bias)
+
     def glove_loss(self, rows: torch.Tensor, cols: torch.Tensor, log_counts: torch.Tensor,
                    weights: torch.Tensor) -> torch.Tensor:
         """1/2 sum f(X_ij) (w_i.c_j + b_i + b~_j - log X_ij)^2 over the given non-zeros."""
@@ -164,6 +180,8 @@ def train_mittens(cooc: Cooccurrence, base: np.ndarray, has_base: np.ndarray, co
     values = torch.as_tensor(coo.data, dtype=torch.float32, device=device)
     log_counts = values.log()
     weights = (values / config.x_max).clamp(max=1.0) ** config.alpha
+    if config.fit_biases:
+        model.fit_biases(rows, cols, log_counts)
     optimizer = torch.optim.Adagrad(model.parameters(), lr=config.lr,
                                     initial_accumulator_value=config.initial_accumulator)
     nnz = len(values)

@@ -34,7 +34,7 @@ from gluebench.analysis.cka import cka_matrix, cosine_matrix, linear_cka
 from gluebench.data.read import Example, read_split
 from gluebench.errors import GluebenchError
 from gluebench.models.base import TaskModel
-from gluebench.runs import RunPaths, atomic_write_bytes, atomic_write_json, atomic_write_text, now_iso
+from gluebench.runs import RunPaths, atomic_write_bytes, atomic_write_json, atomic_write_text, now_iso, read_json
 from gluebench.tasks import TASKS, TaskSpec, get_task
 
 IDENTICAL = 1 - 1e-9  # CKA at or above this reads as "identical" (float64 rounding of equal inputs)
@@ -249,8 +249,11 @@ def analyze_run(run: LoadedRun, sentences: Sequence[str]) -> dict[str, Any]:
             words[task] = embedding_drift(model, start, run.config)
     before = {layer: _offdiag(cka_matrix([initial[t][layer] for t in tasks])) for layer in layers
               if all(layer in initial[t] for t in tasks)}
+    results = {t: RunPaths(run.root).result(t, run.seed) for t in tasks}
+    dev = {t: {"metric": TASKS[t].main_metric, "value": read_json(path)["metrics"].get(TASKS[t].main_metric)}
+           for t, path in results.items() if path.is_file()}
     return {
-        "run_dir": str(run.root), "label": run.label, "model": run.model_name, "seed": run.seed,
+        "run_dir": str(run.root), "label": run.label, "model": run.model_name, "seed": run.seed, "dev": dev,
         "frozen_embeddings": run.frozen_embeddings, "tasks": tasks, "layers": layers,
         "widths": {layer: {t: int(reps[t][layer].shape[1]) for t in tasks} for layer in layers},
         "cka": {layer: cka[layer].tolist() for layer in layers},
@@ -321,10 +324,13 @@ def summarize(result: dict[str, Any]) -> list[str]:
     unfrozen = [r for r in result["runs"] if r["frozen_embeddings"] is False and r["embedding_drift"]]
     if frozen and unfrozen and frozen[0]["layers"][0] == unfrozen[0]["layers"][0]:
         layer = frozen[0]["layers"][0]
-        lines.append(f"Frozen vs trainable embeddings: at `{layer}` cross-task CKA is "
-                     f"{frozen[0]['cross_task_cka'][layer]['mean']:.4f} with frozen vectors and "
-                     f"{unfrozen[0]['cross_task_cka'][layer]['mean']:.4f} when they are trained"
-                     f" ({len(by_label)} runs compared).")
+        gap_frozen = 1 - frozen[0]["cross_task_cka"][layer]["min"]
+        gap_trained = 1 - unfrozen[0]["cross_task_cka"][layer]["min"]
+        lines.append(f"Frozen vs trainable embeddings: at `{layer}` the largest cross-task 1 − CKA is "
+                     f"{gap_frozen:.1e} with frozen vectors and {gap_trained:.1e} when they are trained: "
+                     + ("training the vectors made the tasks' input layers drift apart, slightly."
+                        if gap_trained > gap_frozen else "no measurable difference.")
+                     + f" ({len(by_label)} runs compared.)")
     return lines
 
 
@@ -401,6 +407,8 @@ def plot_profile(result: dict[str, Any], path: Path) -> None:
         to_init = [np.mean(list(run["cka_to_initial"][n].values())) if run["cka_to_initial"][n] else np.nan
                    for n in layers]
         ax.plot(x, to_init, marker="s", linestyle="--", label="CKA to fresh init (mean)")
+        before = [run["cross_task_cka_initial"].get(n, {}).get("mean", np.nan) for n in layers]
+        ax.plot(x, before, marker=".", linestyle=":", color="grey", label="cross-task CKA of fresh models")
         ax.set_xticks(list(x), layers, rotation=60, ha="right", fontsize=7)
         ax.set_ylim(0, 1.02)
         ax.set_title(run["label"], fontsize=9)
@@ -423,7 +431,10 @@ def markdown(result: dict[str, Any], images: dict[str, str]) -> str:
         out += [f"![CKA per layer]({images['profile']})", ""]
     for run in result["runs"]:
         layers, tasks = run["layers"], run["tasks"]
-        out += [f"## {run['label']}", "", f"Run `{run['run_dir']}`, seed {run['seed']}.", "",
+        scores = ", ".join(f"{t} {d['metric']} {d['value']:.1f}" for t, d in run["dev"].items()
+                           if d["value"] is not None)
+        out += [f"## {run['label']}", "", f"Run `{run['run_dir']}`, seed {run['seed']}; dev scores of these models: "
+                f"{scores or 'not recorded'}.", "",
                 "| layer | width | cross-task CKA mean | min | before training (mean) | mean cosine (equal widths) "
                 "| CKA to fresh init (mean) |",
                 "| --- | --- | --- | --- | --- | --- | --- |"]
