@@ -201,7 +201,7 @@ class TransformerTaskModel:
         was_training = hf_model.training
         hf_model.eval()
         try:
-            with torch.inference_mode():
+            with torch.no_grad():  # not inference_mode: callers may train probes on these tensors
                 inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
                 out = hf_model(**inputs, output_hidden_states=True)
         finally:
