@@ -14,12 +14,9 @@ from gluebench.config import RunConfig, config_from_mapping, load_config
 from gluebench.errors import ConfigError, GluebenchError
 from gluebench.runs import atomic_write_json, list_runs, register_run
 from gluebench.tasks import GLUE_TASKS, TASKS, get_task, resolve_tasks
+from tests.conftest import CliRun
 
 CLI = [sys.executable, "-m", "gluebench"]
-
-
-def gluebench(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, **kwargs)  # type: ignore[call-overload]
 
 
 def test_registry_has_the_nine_tasks_and_ax() -> None:
@@ -99,32 +96,31 @@ def test_concurrent_runs_do_not_corrupt_the_index(isolated_cache: Path) -> None:
     assert len({e["id"] for e in entries}) == 60
 
 
-def test_cli_tasks_lists_every_task() -> None:
-    result = gluebench("tasks")
-    assert result.returncode == 0, result.stderr
+def test_cli_tasks_lists_every_task(cli: CliRun) -> None:
+    code, out, err = cli("tasks")
+    assert code == 0, err
     for name in TASKS:
-        assert name in result.stdout
-    assert "392,702" in result.stdout  # MNLI train size
+        assert name in out
+    assert "392,702" in out  # MNLI train size
 
 
-def test_cli_show_prints_real_examples(glue_dir: Path) -> None:
-    result = gluebench("show", "CoLA", "-n", "3", "--data-dir", str(glue_dir))
-    assert result.returncode == 0, result.stderr
-    assert "The sailors rode the breeze clear of the rocks." in result.stdout
+def test_cli_show_prints_real_examples(glue_dir: Path, cli: CliRun) -> None:
+    code, out, err = cli("show", "CoLA", "-n", "3", "--data-dir", str(glue_dir))
+    assert code == 0, err
+    assert "The sailors rode the breeze clear of the rocks." in out
 
 
-def test_cli_score_full_and_partial(tmp_path: Path) -> None:
+def test_cli_score_full_and_partial(tmp_path: Path, cli: CliRun) -> None:
     from tests.test_metrics import BERT_LARGE
 
     full = tmp_path / "full.json"
     full.write_text(json.dumps(BERT_LARGE))
-    result = gluebench("score", str(full), env={"COLUMNS": "200", **_env()})
-    assert result.returncode == 0, result.stderr
-    assert "80.5" in result.stdout and "partial" not in result.stdout
+    code, out, err = cli("score", str(full))
+    assert code == 0, err
+    assert "80.5" in out and "partial" not in out
     part = tmp_path / "part.json"
     part.write_text(json.dumps({"CoLA": {"mcc": 30.0}, "RTE": {"accuracy": 60.0}}))
-    result = gluebench("score", str(part), env={"COLUMNS": "200", **_env()})
-    assert "45.0 (partial, 2/9 tasks)" in result.stdout
+    assert "45.0 (partial, 2/9 tasks)" in cli("score", str(part))[1]
 
 
 @pytest.mark.parametrize(
@@ -135,24 +131,25 @@ def test_cli_score_full_and_partial(tmp_path: Path) -> None:
         ('{"Cola2": {"mcc": 50}}', "unknown task 'Cola2'"),
     ],
 )
-def test_cli_score_bad_file_is_one_line_error(tmp_path: Path, content: str, message: str) -> None:
+def test_cli_score_bad_file_is_one_line_error(tmp_path: Path, content: str, message: str, cli: CliRun) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(content)
-    result = gluebench("score", str(bad))
+    code, _, err = cli("score", str(bad))
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_real_entry_point_prints_no_traceback(tmp_path: Path) -> None:
+    """The installed `python -m gluebench` process itself: one line on stderr, exit 2."""
+    result = subprocess.run([*CLI, "score", str(tmp_path / "absent.json")], capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 2
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.strip() == f"gluebench: error: {tmp_path / 'absent.json'}: file not found"
 
 
-def test_cli_run_rejects_unknown_model_and_bad_option(tmp_path: Path) -> None:
-    result = gluebench("run", "--model", "glove-xl", "-o", str(tmp_path / "r"))
-    assert result.returncode == 2 and "unknown model 'glove-xl'" in result.stderr
-    result = gluebench("run", "--lr", "-1", "-o", str(tmp_path / "r"))
-    assert result.returncode == 2 and "'lr' must be positive" in result.stderr
+def test_cli_run_rejects_unknown_model_and_bad_option(tmp_path: Path, cli: CliRun) -> None:
+    code, _, err = cli("run", "--model", "glove-xl", "-o", str(tmp_path / "r"))
+    assert code == 2 and "unknown model 'glove-xl'" in err
+    code, _, err = cli("run", "--lr", "-1", "-o", str(tmp_path / "r"))
+    assert code == 2 and "'lr' must be positive" in err
     assert not (tmp_path / "r").exists()
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
