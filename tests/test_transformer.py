@@ -185,6 +185,22 @@ def test_hf_prefix_loads_any_local_model_and_refuses_what_it_cannot_load(monkeyp
         family.build(TASKS["CoLA"], [], FamilyOptions(max_length=4096), seed=1)
 
 
+def test_bf16_mixed_precision_passes_through_accelerate(glue_dir: Path) -> None:
+    """bf16 autocast (on CPU here; the same flag drives a GPU) trains and predicts; fp32 afterwards still works."""
+    task = TASKS["SST-2"]
+    train_set = subsample(read_split(task, "train", glue_dir), 8)  # bf16 is emulated (10x slower) on most CPUs
+    dev = read_split(task, "dev", glue_dir)[:4]
+    model = _build("SST-2", max_length=12)
+    outcome = train(model, task, train_set, {"dev": dev}, TrainConfig(
+        epochs=1, batch_size=8, lr=1e-4, seed=1, progress=False, mixed_precision="bf16"))
+    assert make_accelerator().mixed_precision == "bf16"
+    assert np.isfinite(outcome.history[0]["train_loss"])
+    with torch.no_grad():  # accelerate's autocast wrapper hands back float32 outputs
+        assert model.module(**model.collate(model.encode(dev))).dtype == torch.float32
+    assert set(predict(model, task, dev)) <= {"0", "1"}
+    assert make_accelerator("no").mixed_precision == "no"  # a later fp32 training in this process is allowed
+
+
 def test_unknown_or_missing_trackers_are_config_errors() -> None:
     from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
 
