@@ -65,6 +65,8 @@ class _TaskState:
     best_state: dict[str, torch.Tensor] | None = None
     seconds: float = 0.0
     seen: int = 0
+    epoch_loss: float = 0.0  # summed over this epoch's examples of the task
+    epoch_seen: int = 0
     batches: deque[list[int]] = field(default_factory=deque)
     cycles: int = 0
 
@@ -132,7 +134,7 @@ def _train_seed(family: ModelFamily, config: RunConfig, paths: RunPaths, specs: 
         active = [name for name in names if states[name].active]
         if not active:
             break
-        _train_epoch(states, active, modules, optimizer, scheduler, tconf, config, epoch, accelerator.device)
+        _train_epoch(states, active, modules, params, optimizer, scheduler, tconf, config, epoch, accelerator.device)
         for name in active:
             _evaluate_epoch(states[name], modules[name], accelerator, tconf, epoch, seed)
     return {name: _finish_task(states[name], modules[name], paths, seed, tconf, names) for name in names}
@@ -169,7 +171,7 @@ def _next_batch(state: _TaskState, tconf: TrainConfig, epoch: int) -> list[int]:
     return state.batches.popleft()
 
 
-def _train_epoch(states: dict[str, _TaskState], active: list[str], modules: nn.ModuleDict,
+def _train_epoch(states: dict[str, _TaskState], active: list[str], modules: nn.ModuleDict, params: list[nn.Parameter],
                  optimizer: torch.optim.Optimizer, scheduler: Any, tconf: TrainConfig, config: RunConfig,
                  epoch: int, device: torch.device) -> None:
     rng = np.random.default_rng([tconf.seed, epoch])
@@ -180,6 +182,7 @@ def _train_epoch(states: dict[str, _TaskState], active: list[str], modules: nn.M
     for name in active:
         states[name].batches.clear()
         states[name].cycles = 0
+        states[name].epoch_loss, states[name].epoch_seen = 0.0, 0
     order = rng.choice(len(active), size=steps, p=probabilities)
     bar = tqdm(order, desc=f"multitask epoch {epoch}/{tconf.epochs}", leave=False, disable=not tconf.progress)
     for choice in bar:
@@ -197,18 +200,21 @@ def _train_epoch(states: dict[str, _TaskState], active: list[str], modules: nn.M
             loss = nn.functional.cross_entropy(output.float(), labels)
         loss.backward()
         if tconf.max_grad_norm:
-            nn.utils.clip_grad_norm_([p for p in modules.parameters() if p.requires_grad], tconf.max_grad_norm)
+            nn.utils.clip_grad_norm_(params, tconf.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state.seconds += time.perf_counter() - started
         state.seen += len(indices)
+        state.epoch_loss += loss.item() * len(indices)
+        state.epoch_seen += len(indices)
 
 
 def _evaluate_epoch(state: _TaskState, module: nn.Module, accelerator: Accelerator, tconf: TrainConfig, epoch: int,
                     seed: int) -> None:
     metrics, _ = evaluate(state.model, state.spec, state.dev_features, accelerator, tconf.eval_batch_size)
-    state.history.append({"epoch": epoch, "seconds": state.seconds, "examples_seen": state.seen, **metrics})
+    state.history.append({"epoch": epoch, "train_loss": state.epoch_loss / max(state.epoch_seen, 1),
+                          "seconds": state.seconds, "examples_seen": state.seen, **metrics})
     main = metrics[state.spec.main_metric]
     if main > state.best_metric:
         state.best_metric, state.best_epoch, state.bad_epochs = main, epoch, 0

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from gluebench.data.read import Example
-from gluebench.embeddings import DEFAULT_EMBEDDINGS, Vocabulary, WordVectors, coverage, load_vectors, needed_words
+from gluebench.embeddings import Vocabulary, WordVectors, coverage, load_vectors, needed_words
 from gluebench.errors import GluebenchError
 from gluebench.models.base import Batch, FamilyOptions, Feature, register_family
 from gluebench.tasks import TaskSpec
@@ -331,4 +331,4 @@ def static_family(name: str) -> StaticFamily:
     return StaticFamily(name)
 
 
-__all__ = ["DEFAULTS", "DEFAULT_EMBEDDINGS", "StaticClassifier", "StaticFamily", "StaticTaskModel"]
+__all__ = ["DEFAULTS", "StaticClassifier", "StaticFamily", "StaticTaskModel"]
