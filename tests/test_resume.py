@@ -64,9 +64,9 @@ def _run_outputs(root: Path, task: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("model", "task", "options"), [
-    ("glove-cbow", "SST-2", ["--max-train-examples", "8000", "--epochs", "3"]),
-    ("minilm", "WNLI", ["--max-train-examples", "32", "--epochs", "2", "--max-length", "48", "--lr", "1e-4",
-                        "--batch-size", "8"]),
+    ("glove-cbow", "SST-2", ["--max-train-examples", "4000", "--epochs", "2"]),
+    ("minilm", "WNLI", ["--max-train-examples", "16", "--epochs", "2", "--max-length", "32", "--lr", "1e-4",
+                        "--batch-size", "4"]),
 ])
 def test_kill_9_after_an_epoch_then_resume_equals_an_uninterrupted_run(
         tmp_path: Path, glue_dir: Path, model: str, task: str, options: list[str]) -> None:
@@ -105,10 +105,10 @@ def _fit_slice(glue_dir: Path, checkpoint_dir: Path, resume: bool) -> dict[str, 
     from gluebench.training import TrainConfig, save_weights, train
 
     task = TASKS["WNLI"]
-    train_set = subsample(read_split(task, "train", glue_dir), 32)
-    dev = read_split(task, "dev", glue_dir)[:32]
-    model = get_family("minilm").build(task, train_set, FamilyOptions(max_length=48), seed=5)
-    config = TrainConfig(epochs=2, batch_size=8, lr=1e-4, warmup_ratio=0.1, seed=5, patience=9, progress=False,
+    train_set = subsample(read_split(task, "train", glue_dir), 16)
+    dev = read_split(task, "dev", glue_dir)[:16]
+    model = get_family("minilm").build(task, train_set, FamilyOptions(max_length=32), seed=5)
+    config = TrainConfig(epochs=2, batch_size=4, lr=1e-4, warmup_ratio=0.1, seed=5, patience=9, progress=False,
                          checkpoint_steps=2)
     outcome = train(model, task, train_set, {"dev": dev}, config, checkpoint_dir=checkpoint_dir, resume=resume)
     weights = checkpoint_dir.parent / "final.safetensors"
