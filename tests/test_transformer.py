@@ -152,9 +152,13 @@ def test_tokenization_is_cached_on_disk_by_tokenizer_task_text_and_length(glue_d
     _build("RTE", max_length=32).encode(examples)
     _build("RTE").encode(examples[:8])
     assert len(list((cache_dir() / "tokenized").glob("RTE-*.npz"))) == 3
-    stored[0].write_bytes(b"not an npz file")
-    repaired = _build("RTE").encode(examples)  # a damaged entry is rebuilt, never trusted
-    assert all(np.array_equal(a["input_ids"], b["input_ids"]) for a, b in zip(first, repaired, strict=True))
+    whole = stored[0].read_bytes()
+    for damage in (b"not an npz file", whole[: len(whole) // 2]):  # garbage, a truncated write
+        stored[0].write_bytes(damage)
+        repaired = _build("RTE").encode(examples)  # a damaged entry is rebuilt, never trusted
+        assert all(np.array_equal(a["input_ids"], b["input_ids"]) for a, b in zip(first, repaired, strict=True))
+        with np.load(stored[0], allow_pickle=False) as arrays:  # and written back whole
+            assert len(arrays["offsets"]) == len(examples) + 1
 
 
 def test_layer_outputs_cover_every_layer_and_feed_the_classifier(glue_dir: Path) -> None:

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import io
 import json
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -132,15 +133,7 @@ class TransformerTaskModel:
         if not examples:
             return []
         path = self._cache_path(examples)
-        arrays: dict[str, np.ndarray] | None = None
-        if path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as stored:
-                    arrays = {key: stored[key] for key in stored.files}
-            except (OSError, ValueError):
-                arrays = None  # a damaged cache entry is rebuilt, never trusted
-            if arrays is not None and len(arrays.get("offsets", ())) != len(examples) + 1:
-                arrays = None
+        arrays = self._read_cache(path, len(examples)) if path.is_file() else None
         if arrays is None:
             arrays = self._tokenize(examples)
             buffer = io.BytesIO()
@@ -156,6 +149,21 @@ class TransformerTaskModel:
                 feature["token_type_ids"] = types[start:end]
             features.append(feature)
         return features
+
+    def _read_cache(self, path: Path, count: int) -> dict[str, np.ndarray] | None:
+        """The cached arrays if they are whole and consistent; a damaged entry is rebuilt, never trusted."""
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                arrays = {key: stored[key] for key in stored.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            return None
+        offsets = arrays.get("offsets")
+        expected = {"offsets", "input_ids", "token_type_ids"} if self.uses_token_types else {"offsets", "input_ids"}
+        if set(arrays) != expected or offsets is None or offsets.shape != (count + 1,):
+            return None
+        if any(len(arrays[key]) != offsets[-1] for key in expected - {"offsets"}) or (np.diff(offsets) < 0).any():
+            return None
+        return arrays
 
     def length(self, feature: Feature) -> int:
         return len(feature["input_ids"])
