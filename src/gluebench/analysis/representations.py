@@ -202,7 +202,8 @@ def embedding_drift(model: TaskModel, start: TaskModel, config: Any) -> dict[str
     """Per word: ||w' - w|| / ||w|| and (||w'|| - ||w||) / ||w|| against the original vectors."""
     trained = next(m for m in model.module.modules() if isinstance(m, nn.Embedding)).weight
     after = trained.detach().float().cpu().numpy()
-    before, words = original_embedding_rows(model, start, config)
+    before, listed = original_embedding_rows(model, start, config)
+    words: list[str] | dict[int, str] | None = listed
     norms = np.linalg.norm(before, axis=1)
     rows = np.nonzero(norms > 0)[0]
     displacement = np.linalg.norm(after[rows] - before[rows], axis=1) / norms[rows]
@@ -216,11 +217,14 @@ def embedding_drift(model: TaskModel, start: TaskModel, config: Any) -> dict[str
                 "p90": float(np.percentile(values, 90)), "max": float(values.max())}
 
     top = rows[np.argsort(-displacement)[:8]]
+    tokenizer = getattr(model, "tokenizer", None)
+    if words is None and tokenizer is not None and hasattr(tokenizer, "convert_ids_to_tokens"):
+        words = dict(zip(top.tolist(), tokenizer.convert_ids_to_tokens(top.tolist()), strict=True))
     return {
         "words": len(rows), "moved": int(moved.sum()), "moved_share": float(moved.mean()) if len(rows) else 0.0,
         "relative_displacement": stats(displacement), "relative_displacement_moved": stats(displacement[moved]),
         "relative_norm_change": stats(norm_change), "relative_norm_change_moved": stats(norm_change[moved]),
-        "most_moved": [{"word": words[i] if words else int(i),
+        "most_moved": [{"word": words[int(i)] if words else int(i),
                         "relative_displacement": float(np.linalg.norm(after[i] - before[i]) / norms[i])} for i in top],
     }
 
@@ -233,7 +237,11 @@ def analyze_run(run: LoadedRun, sentences: Sequence[str]) -> dict[str, Any]:
     """Task x task CKA and cosine per layer, CKA to a fresh initialisation, and word-vector drift."""
     tasks = list(run.models)
     reps = {task: extract(model, sentences) for task, model in run.models.items()}
-    layers = [name for name in reps[tasks[0]] if all(name in r for r in reps.values())]
+    shared = [name for name in reps[tasks[0]] if all(name in r for r in reps.values())]
+    # a layer that gives every input the same vector (e.g. the [CLS] embedding before any attention) has no
+    # similarity structure to compare: CKA is undefined there, so it is listed apart instead
+    constant = [name for name in shared if any(np.ptp(r[name], axis=0).max() == 0 for r in reps.values())]
+    layers = [name for name in shared if name not in constant]
     cka = {layer: cka_matrix([reps[t][layer] for t in tasks]) for layer in layers}
     cosine = {layer: cosine_matrix([reps[t][layer] for t in tasks]) for layer in layers}
     drift: dict[str, dict[str, float]] = {layer: {} for layer in layers}
@@ -254,7 +262,7 @@ def analyze_run(run: LoadedRun, sentences: Sequence[str]) -> dict[str, Any]:
            for t, path in results.items() if path.is_file()}
     return {
         "run_dir": str(run.root), "label": run.label, "model": run.model_name, "seed": run.seed, "dev": dev,
-        "frozen_embeddings": run.frozen_embeddings, "tasks": tasks, "layers": layers,
+        "frozen_embeddings": run.frozen_embeddings, "tasks": tasks, "layers": layers, "constant_layers": constant,
         "widths": {layer: {t: int(reps[t][layer].shape[1]) for t in tasks} for layer in layers},
         "cka": {layer: cka[layer].tolist() for layer in layers},
         "cosine": {layer: [[None if np.isnan(v) else float(v) for v in row] for row in cosine[layer]]
@@ -318,6 +326,9 @@ def summarize(result: dict[str, Any]) -> list[str]:
                         f"median relative change in norm {norm:+.4f}; the largest is "
                         f"{largest[1]['relative_displacement']['max']:.3f} ({largest[0]}, "
                         f"'{largest[1]['most_moved'][0]['word']}').")
+        if run.get("constant_layers"):
+            text.append(f"Left out as constant over the probe (the same vector for every sentence, so CKA is "
+                        f"undefined): {', '.join(f'`{n}`' for n in run['constant_layers'])}.")
         lines.append(" ".join(text))
     by_label = {r["label"]: r for r in result["runs"]}
     frozen = [r for r in result["runs"] if r["frozen_embeddings"]]
