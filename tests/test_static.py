@@ -58,7 +58,6 @@ def _fit(model: StaticTaskModel, task: TaskSpec, train_set: list[Example], dev: 
 @pytest.fixture(scope="module")
 def sst2_bilstm(glue_dir: Path) -> tuple[StaticTaskModel, dict[str, float], list[Example]]:
     """A glove-bilstm trained on 2,000 real SST-2 sentences for two epochs (shared by several tests)."""
-    torch.set_num_threads(1)
     task = TASKS["SST-2"]
     train_set, dev = _data(task, glue_dir, 2000)
     model = _build("glove-bilstm", task, train_set + dev)
