@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,61 @@ def test_kill_9_inside_an_epoch_then_resume_from_the_step_checkpoint(tmp_path: P
     got = json.loads((killed_dir / "result.json").read_text())
     assert len(got["history"]) == 2
     assert got == expected
+
+
+class Payload:
+    """Unpickling this would run code; a checkpoint must never be loaded that way."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.system, ("echo unpickled > /dev/null",))
+
+
+@pytest.fixture
+def torch_threads() -> Iterator[None]:
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("torch_threads")
+def test_damaged_or_unsafe_checkpoints_are_refused_with_one_line(tmp_path: Path, glue_dir: Path) -> None:
+    import torch
+
+    from gluebench.data.read import read_split
+    from gluebench.errors import GluebenchError
+    from gluebench.models import FamilyOptions, get_family
+    from gluebench.tasks import TASKS
+    from gluebench.training import TrainConfig, latest_checkpoint, train
+
+    task = TASKS["WNLI"]
+    examples = read_split(task, "train", glue_dir)[:8]
+    config = TrainConfig(epochs=1, batch_size=8, lr=1e-4, progress=False)
+    checkpoints = tmp_path / "checkpoint"
+
+    torch.set_num_threads(1)  # restored by the fixture below; two threads crawl on a shared CPU
+    model = get_family("minilm").build(task, examples, FamilyOptions(max_length=24), seed=1)
+
+    def resume() -> None:  # each damage is found before any training step
+        train(model, task, examples, {"dev": examples}, config, checkpoint_dir=checkpoints, resume=True)
+
+    train(model, task, examples, {"dev": examples}, config, checkpoint_dir=checkpoints)
+    saved = latest_checkpoint(checkpoints)
+    assert saved is not None
+    optimizer = (saved / "optimizer.pt").read_bytes()
+    torch.save({"optimizer": Payload(), "scheduler": {}}, saved / "optimizer.pt")
+    with pytest.raises(GluebenchError, match="checkpoint is damaged"):  # weights_only refuses the object
+        resume()
+    (saved / "optimizer.pt").write_bytes(optimizer)
+    weights = (saved / "model.safetensors").read_bytes()
+    (saved / "model.safetensors").write_bytes(weights[: len(weights) // 3])
+    with pytest.raises(GluebenchError, match="not a valid safetensors"):
+        resume()
+    (saved / "model.safetensors").write_bytes(weights)
+    (checkpoints / "state.json").write_text("{not json")
+    with pytest.raises(GluebenchError, match="checkpoint state is damaged"):
+        resume()
 
 
 if __name__ == "__main__":  # one training process for the step-checkpoint test

@@ -337,15 +337,33 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     return directory
 
 
-def _write_checkpoint(checkpoint_dir: Path, module: nn.Module, best_weights: bytes | None,
-                      training_state: dict[str, Any], state: dict[str, Any]) -> None:
+def _link_or_write(path: Path, data: bytes, same_content: Sequence[Path | None]) -> None:
+    """Hard-link a file known to hold ``data`` (no second copy on disk), else write ``data``."""
+    for source in same_content:
+        if source is not None and source.is_file():
+            try:
+                os.link(source, path)
+                return
+            except OSError:
+                continue
+    atomic_write_bytes(path, data)
+
+
+def _write_checkpoint(checkpoint_dir: Path, weights: bytes, best: bytes | None, best_on_disk: Path | None,
+                      training_state: dict[str, Any], state: dict[str, Any]) -> Path:
+    """Write a complete checkpoint directory and point state.json at it; returns the directory.
+
+    ``best`` is stored as a hard link when it is the same object as ``weights`` (this epoch is the best) or
+    when ``best_on_disk`` already holds it (no new best since the last checkpoint).
+    """
     target = checkpoint_dir / f"step-{state['global_step']:09d}"
     tmp = checkpoint_dir / f".{target.name}-{os.getpid()}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    atomic_write_bytes(tmp / "model.safetensors", _weights_bytes(module))
-    if best_weights is not None:
-        atomic_write_bytes(tmp / "best.safetensors", best_weights)
+    atomic_write_bytes(tmp / "model.safetensors", weights)
+    if best is not None:
+        _link_or_write(tmp / "best.safetensors", best, [tmp / "model.safetensors" if best is weights else None,
+                                                        best_on_disk])
     buffer = io.BytesIO()
     torch.save(training_state, buffer)
     atomic_write_bytes(tmp / "optimizer.pt", buffer.getvalue())
@@ -355,6 +373,7 @@ def _write_checkpoint(checkpoint_dir: Path, module: nn.Module, best_weights: byt
     for old in checkpoint_dir.iterdir():
         if old != target and old.is_dir() and (old.match(_STEP_GLOB) or old.name.endswith(".partial")):
             shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
 _RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "grad_accum", "seed",
@@ -426,6 +445,7 @@ def train(
     history: list[dict[str, Any]] = []
     best_metric, best_epoch, bad_epochs, start_epoch, train_seconds, global_step = -math.inf, 0, 0, 1, 0.0, 0
     best_weights: bytes | None = None
+    best_on_disk: Path | None = None  # a checkpoint file holding best_weights, while no newer best exists
     progress: dict[str, Any] = {}  # a step checkpoint's place inside its epoch
     # the main process picks the checkpoint, so every process resumes from the same one
     checkpoint = share_from_main(latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None and resume else None)
@@ -433,29 +453,38 @@ def train(
         state = json.loads((checkpoint.parent / "state.json").read_text(encoding="utf-8"))
         _check_resumable(state, config, checkpoint)
         load_weights(unwrapped, checkpoint / "model.safetensors")
-        saved = torch.load(checkpoint / "optimizer.pt", weights_only=True, map_location="cpu")
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        if accelerator.scaler is not None and saved.get("scaler"):
-            accelerator.scaler.load_state_dict(saved["scaler"])
+        try:
+            saved = torch.load(checkpoint / "optimizer.pt", weights_only=True, map_location="cpu")
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            if accelerator.scaler is not None and saved.get("scaler"):
+                accelerator.scaler.load_state_dict(saved["scaler"])
+            history, best_metric, best_epoch = state["history"], state["best_metric"], state["best_epoch"]
+            bad_epochs, train_seconds = state["bad_epochs"], state["train_seconds"]
+            global_step, progress = state["global_step"], state.get("in_epoch") or {}
+            start_epoch = state["epoch"] + (0 if progress else 1)
+        except Exception as exc:  # weights_only refuses anything but tensors and plain containers
+            raise GluebenchError(f"checkpoint is damaged ({type(exc).__name__}); remove {checkpoint.parent} to "
+                                 "restart this task from scratch", path=checkpoint) from exc
         if (checkpoint / "best.safetensors").is_file():
             best_weights = (checkpoint / "best.safetensors").read_bytes()
-        history, best_metric, best_epoch = state["history"], state["best_metric"], state["best_epoch"]
-        bad_epochs, train_seconds, global_step = state["bad_epochs"], state["train_seconds"], state["global_step"]
-        progress = state.get("in_epoch") or {}
-        start_epoch = state["epoch"] + (0 if progress else 1)
+            best_on_disk = checkpoint / "best.safetensors"
     elif checkpoint_dir is not None and accelerator.is_main_process:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # a fresh run never continues stale state
 
     def save_checkpoint(epoch: int, in_epoch: dict[str, Any] | None) -> None:
+        nonlocal best_on_disk
         if checkpoint_dir is not None and accelerator.is_main_process:
             training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                               "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None}
-            _write_checkpoint(checkpoint_dir, unwrapped, best_weights, training_state, {
+            just_best = in_epoch is None and best_epoch == epoch and best_weights is not None
+            weights = best_weights if just_best else _weights_bytes(unwrapped)
+            target = _write_checkpoint(checkpoint_dir, weights, best_weights, best_on_disk, training_state, {
                 "epoch": epoch, "global_step": global_step, "in_epoch": in_epoch, "history": history,
                 "best_metric": best_metric, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
                 "train_seconds": train_seconds, "config": asdict(config),
             })
+            best_on_disk = target / "best.safetensors" if best_weights is not None else None
         accelerator.wait_for_everyone()
 
     if config.trackers:
@@ -509,7 +538,7 @@ def train(
         history.append(record)
         if metrics[main] > best_metric:
             best_metric, best_epoch, bad_epochs = metrics[main], epoch, 0
-            best_weights = _weights_bytes(unwrapped)
+            best_weights, best_on_disk = _weights_bytes(unwrapped), None
             if best_weights_path is not None and accelerator.is_main_process:
                 atomic_write_bytes(best_weights_path, best_weights)
         else:
