@@ -228,8 +228,10 @@ def run(config: RunConfig, *, resume: bool = False,
         report: Callable[[str], None] | None = None) -> RunSummary:
     """Train and evaluate ``config.model`` on every requested task whose data is present."""
     config.validate()
-    family = get_family(config.model)
+    if not resume:
+        get_family(config.model)  # an unknown model is an error before anything is written
     config, paths = prepare_run_dir(config, resume)
+    family = get_family(config.model)  # on resume: the saved run's model, not the option's default
     handler = _setup_logging(paths.log)
     say = report or log.info
     try:
