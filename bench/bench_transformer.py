@@ -322,8 +322,8 @@ def render(args: argparse.Namespace, results: dict[str, Any]) -> str:
         lines += ["", "± is the sample standard deviation over seeds (0 with one seed). "
                   "s/epoch is wall time of the training loop per epoch (evaluation excluded), averaged over "
                   "epochs and seeds; peak RSS is the whole process (model, optimizer, data, Python)."]
-    if "notes" in results:
-        lines += ["", "## Notes", "", *results["notes"]]
+    if results.get("notes"):
+        lines += ["", "## Notes", "", *(f"- {note}" for note in results["notes"])]
     return "\n".join(lines) + "\n"
 
 
@@ -348,6 +348,7 @@ def main() -> None:
     parser.add_argument("--large-seeds", default="1", help="seeds for SST-2")
     parser.add_argument("--sst2-train", type=int, default=8000)
     parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--note", action="append", default=[], help="a line for the Notes section (repeatable)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -355,6 +356,8 @@ def main() -> None:
         return
     path = _results_path(args)
     results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    if args.note:
+        results["notes"] = [*results.get("notes", []), *args.note]
     if not args.render_only:
         results.update(machine=_machine(), date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                        command=shlex.join([".venv/bin/python", "bench/bench_transformer.py", *sys.argv[1:]]))
