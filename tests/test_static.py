@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +29,7 @@ from .conftest import CliRun
 ENCODERS = ("glove-cbow", "glove-bilstm", "glove-transformer")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Two torch threads on a CPU shared with other jobs spin-wait far more than they compute."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data(task: TaskSpec, glue_dir: Path, limit: int | None) -> tuple[list[Example], list[Example]]:
