@@ -437,7 +437,7 @@ def main() -> None:
                 results["throughput"].append(throughput(data_dir, threads, args.max_examples))
                 save()
         if "b" in parts:
-            results["full"] = {}
+            results["full"] = {**results.get("full", {})}  # with --reuse, encoders not run now keep their results
             for model in args.models.split(","):
                 print(f"(b) full run of {model}, load {_load()}", flush=True)
                 results["full"][model] = full_run(model, data_dir, work, args.run_threads)
