@@ -319,12 +319,12 @@ def render(args: argparse.Namespace, results: dict[str, Any]) -> str:
             main = TASKS[task].main_metric
             values = {k: [r["metrics"][k] for r in runs] for k in runs[0]["metrics"]}
             means[task] = {k: float(np.mean(v)) for k, v in values.items()}
-            spread = float(np.std(values[main], ddof=1)) if len(runs) > 1 else 0.0
+            spread = f" ± {np.std(values[main], ddof=1):.1f}" if len(runs) > 1 else ""
             published = PUBLISHED.get(task)
             gap = f"{means[task][main] - published:+.1f}" if published else "–"
             per_seed = ", ".join(f"{v:.1f}" for v in values[main])
             lines.append(f"| {task} | {main} | {runs[0]['train_examples']} | "
-                         f"{','.join(str(r['seed']) for r in runs)} | {means[task][main]:.1f} ± {spread:.1f} | "
+                         f"{','.join(str(r['seed']) for r in runs)} | {means[task][main]:.1f}{spread} | "
                          f"{per_seed} | {published if published else '–'} | {gap} | "
                          f"{np.mean([s for r in runs for s in r['epoch_seconds']]):.0f} | "
                          f"{np.mean([r['examples_per_second'] for r in runs]):.1f} | "
@@ -334,7 +334,7 @@ def render(args: argparse.Namespace, results: dict[str, Any]) -> str:
         extra = "; ".join(f"{t}: {o}" for t, o in others.items() if o)
         if extra:
             lines += ["", f"Other official metrics (means): {extra}."]
-        lines += ["", "± is the sample standard deviation over seeds (0 with one seed). "
+        lines += ["", "± is the sample standard deviation over seeds (none with one seed). "
                   "s/epoch is wall time of the training loop per epoch (evaluation excluded), averaged over "
                   "epochs and seeds; peak RSS is the whole process (model, optimizer, data, Python)."]
     if results.get("notes"):
