@@ -44,6 +44,7 @@ def train_slice(glue_dir: Path) -> dict[str, Any]:
     }
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_two_cpu_processes_agree_and_match_one_process(glue_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "ranks"
     out.mkdir()
@@ -62,14 +63,7 @@ def test_two_cpu_processes_agree_and_match_one_process(glue_dir: Path, tmp_path:
     assert ranks[0]["history"][0]["accuracy"] == ranks[1]["history"][0]["accuracy"]
     assert len(ranks[0]["predictions"]) == DEV  # every dev example predicted once, none duplicated
 
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each rank: on a shared CPU one thread is the fast setting
-    try:
-        single = train_slice(glue_dir)
-    finally:
-        torch.set_num_threads(threads)
+    single = train_slice(glue_dir)  # one torch thread, as each rank
     assert single["processes"] == 1
     one, two = single["history"][0], ranks[0]["history"][0]
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=2e-3)

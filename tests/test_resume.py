@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -151,16 +150,7 @@ class Payload:
         return (os.system, ("echo unpickled > /dev/null",))
 
 
-@pytest.fixture
-def torch_threads() -> Iterator[None]:
-    import torch
-
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.mark.usefixtures("torch_threads")
+@pytest.mark.usefixtures("one_torch_thread")
 def test_damaged_or_unsafe_checkpoints_are_refused_with_one_line(tmp_path: Path, glue_dir: Path) -> None:
     import torch
 
@@ -175,7 +165,6 @@ def test_damaged_or_unsafe_checkpoints_are_refused_with_one_line(tmp_path: Path,
     config = TrainConfig(epochs=1, batch_size=8, lr=1e-4, progress=False)
     checkpoints = tmp_path / "checkpoint"
 
-    torch.set_num_threads(1)  # restored by the fixture below; two threads crawl on a shared CPU
     model = get_family("minilm").build(task, examples, FamilyOptions(max_length=24), seed=1)
 
     def resume() -> None:  # each damage is found before any training step
