@@ -63,6 +63,21 @@ def test_samples_read_with_the_registry_column_layout(task_name: str, split_name
     )
 
 
+def test_mnli_gold_label_found_by_header_in_the_16_column_dev_layout(samples_dir: Path, tmp_path: Path) -> None:
+    """Official MNLI dev rows carry five annotator labels before gold_label (16 fields; the samples have 12)."""
+    spec = TASKS["MNLI"].split("dev_matched")
+    lines = (samples_dir / spec.path).read_text(encoding="utf-8").splitlines()
+    gold = [line.split("\t")[-1] for line in lines[1:]]
+    other = {"entailment": "neutral", "neutral": "contradiction", "contradiction": "entailment"}
+    widened = ["\t".join([*lines[0].split("\t")[:-1], "label2", "label3", "label4", "label5", "gold_label"])]
+    for line, label in zip(lines[1:], gold, strict=True):
+        fields = line.split("\t")
+        widened.append("\t".join([*fields[:-1], *[other[label]] * 4, label]))
+    (tmp_path / "MNLI").mkdir()
+    (tmp_path / spec.path).write_text("\n".join(widened) + "\n", encoding="utf-8")
+    assert [e.label for e in read_split(TASKS["MNLI"], "dev_matched", tmp_path)] == gold
+
+
 def test_cola_has_no_header_and_dev_no_final_newline(glue_dir: Path) -> None:
     train = read_split(TASKS["CoLA"], "train", glue_dir)
     assert train[0].text_a == "Our friends won't buy this analysis, let alone the next one we propose."

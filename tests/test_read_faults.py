@@ -168,7 +168,11 @@ FAULTS = [
     Fault("MNLI no-consensus gold label", "MNLI", "train", edit_line(3, lambda ln: ln.rsplit(b"\t", 1)[0] + b"\t-"),
           "label '-' is not one of MNLI's labels", 3, source="samples"),
     Fault("MNLI row cut short", "MNLI", "dev_matched", edit_line(4, lambda ln: b"\t".join(ln.split(b"\t")[:5])),
-          "expected at least 10 tab-separated fields, found 5", 4, source="samples"),
+          "expected at least 12 tab-separated fields, found 5", 4, source="samples"),
+    Fault("MNLI row without its gold label", "MNLI", "dev_matched", edit_line(6, lambda ln: ln.rsplit(b"\t", 1)[0]),
+          "expected at least 12 tab-separated fields, found 11", 6, source="samples"),
+    Fault("MNLI header without gold_label", "MNLI", "train", set_field(1, 11, b"label"),
+          "the header has no 'gold_label' column", 1, source="samples"),
     Fault("QQP label 2", "QQP", "train", set_field(4, 5, b"2"), "label '2' is not one of QQP's labels", 4,
           source="samples"),
 ]

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 
 from gluebench.errors import GluebenchError
 
-LAST = -1  # column index meaning "the last field of the row" (MNLI's gold_label)
-
 
 @dataclass(frozen=True)
 class SplitSpec:
@@ -25,7 +23,7 @@ class SplitSpec:
     header: bool = True
     text_a: int = 0
     text_b: int | None = None
-    label: int | None = None  # None: unlabeled (test)
+    label: int | str | None = None  # column index, or a header name (MNLI's gold_label); None: unlabeled (test)
     index: int | None = None  # None: the row number is the index
     fields: int | None = None  # exact number of fields per row, where the file guarantees it
     sha256: str | None = None  # digest of the official file
@@ -203,10 +201,10 @@ _TASK_LIST: tuple[TaskSpec, ...] = (
         dev_splits={"dev_matched": "matched", "dev_mismatched": "mismatched"},
         test_files={"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"},
         splits=(
-            SplitSpec("train", "MNLI/train.tsv", 392702, text_a=8, text_b=9, label=LAST, index=0),
-            SplitSpec("dev_matched", "MNLI/dev_matched.tsv", 9815, text_a=8, text_b=9, label=LAST, index=0,
+            SplitSpec("train", "MNLI/train.tsv", 392702, text_a=8, text_b=9, label="gold_label", index=0),
+            SplitSpec("dev_matched", "MNLI/dev_matched.tsv", 9815, text_a=8, text_b=9, label="gold_label", index=0,
                       git_blob="6837729e383ed9df86cd4826a213d01c990b2f49"),
-            SplitSpec("dev_mismatched", "MNLI/dev_mismatched.tsv", 9832, text_a=8, text_b=9, label=LAST,
+            SplitSpec("dev_mismatched", "MNLI/dev_mismatched.tsv", 9832, text_a=8, text_b=9, label="gold_label",
                       index=0, git_blob="b759450eec8ff62a5edfda5d37e453eb6122c683"),
             SplitSpec("test_matched", "MNLI/test_matched.tsv", 9796, text_a=8, text_b=9, index=0, fields=10,
                       git_blob="618ccbdf51d48461d3a433112fd111c4b544d693"),

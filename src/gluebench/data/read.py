@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gluebench.errors import DataFormatError, DataMissingError
@@ -37,6 +37,16 @@ def _short(value: str, limit: int = 40) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "…")
 
 
+def _read_bytes(path: Path, limit: int = -1) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            return handle.read() if limit < 0 else handle.readline(limit)
+    except FileNotFoundError as exc:
+        raise DataMissingError("file not found", path=path) from exc
+    except OSError as exc:
+        raise DataMissingError(f"cannot read file ({exc.strerror})", path=path) from exc
+
+
 def iter_rows(path: Path, *, header: bool) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(line_number, fields)`` for every data row; line numbers are 1-based, as editors show them.
 
@@ -44,12 +54,7 @@ def iter_rows(path: Path, *, header: bool) -> Iterator[tuple[int, list[str]]]:
     newline, blank lines at the very end. Everything else that cannot be a GLUE row is a `DataFormatError`
     naming the line.
     """
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise DataMissingError("file not found", path=path) from exc
-    except OSError as exc:
-        raise DataMissingError(f"cannot read file ({exc.strerror})", path=path) from exc
+    raw = _read_bytes(path)
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     if b"\r" in raw and b"\n" not in raw:
@@ -82,8 +87,7 @@ def iter_rows(path: Path, *, header: bool) -> Iterator[tuple[int, list[str]]]:
 
 def read_header(path: Path) -> list[str]:
     """The header fields of a file, BOM and CR stripped."""
-    with path.open("rb") as handle:
-        first = handle.readline()
+    first = _read_bytes(path, limit=MAX_LINE_BYTES)
     return first.decode("utf-8-sig", errors="replace").rstrip("\r\n").split("\t")
 
 
@@ -105,6 +109,26 @@ def _parse_label(task: TaskSpec, value: str, path: Path, line: int) -> Label:
     return score
 
 
+def resolve_columns(spec: SplitSpec, path: Path) -> SplitSpec:
+    """The split with a label column named by header (MNLI's ``gold_label``) turned into its index.
+
+    MNLI rows differ in width between files (train has 12 fields, dev 16: five annotator labels), so the
+    gold label is found by its header name; a file without that column stops here, not as wrong labels.
+    """
+    if not isinstance(spec.label, str):
+        return spec
+    header = [name.strip() for name in read_header(path)]
+    if spec.label not in header:
+        raise DataFormatError(f"the header has no {spec.label!r} column", path=path, line=1)
+    return replace(spec, label=header.index(spec.label))
+
+
+def label_column(spec: SplitSpec) -> int | None:
+    """The label's column index of a resolved split (see `resolve_columns`)."""
+    assert not isinstance(spec.label, str), "resolve_columns first"
+    return spec.label
+
+
 def _looks_like_data(task: TaskSpec, spec: SplitSpec, fields: list[str]) -> bool:
     """True when a row that must be the header parses as an example: the header is missing and row 1 would be lost."""
     if spec.index is not None and len(fields) > spec.index:
@@ -113,9 +137,10 @@ def _looks_like_data(task: TaskSpec, spec: SplitSpec, fields: list[str]) -> bool
             return True
         except ValueError:
             pass
-    if spec.label is None or len(fields) <= max(spec.label, 0):
+    label = label_column(spec)
+    if label is None or len(fields) <= label:
         return False
-    value = fields[spec.label].strip()
+    value = fields[label].strip()
     if task.labels is not None:
         return value in task.labels
     try:
@@ -129,7 +154,9 @@ def read_split(task: TaskSpec, split: str | SplitSpec, data_dir: Path) -> list[E
     """Read one split of a task from a GLUE data directory into typed examples."""
     spec = task.split(split) if isinstance(split, str) else split
     path = Path(data_dir) / spec.path
-    needed = max(c for c in (spec.text_a, spec.text_b, spec.label, spec.index, 0) if c is not None) + 1
+    spec = resolve_columns(spec, path)
+    label = label_column(spec)
+    needed = max(c for c in (spec.text_a, spec.text_b, label, spec.index, 0) if c is not None) + 1
     extras = task.extra_columns if spec.labeled and task.extra_columns else ()
     examples: list[Example] = []
     seen: set[int] = set()
@@ -156,13 +183,12 @@ def read_split(task: TaskSpec, split: str | SplitSpec, data_dir: Path) -> list[E
             if index in seen:
                 raise DataFormatError(f"duplicate index {index}", path=path, line=number)
             seen.add(index)
-        label = None if spec.label is None else _parse_label(task, fields[spec.label], path, number)
         examples.append(
             Example(
                 index=index,
                 text_a=fields[spec.text_a].strip(),
                 text_b=None if spec.text_b is None else fields[spec.text_b].strip(),
-                label=label,
+                label=None if label is None else _parse_label(task, fields[label], path, number),
                 extras={name: fields[i].strip() for i, name in enumerate(extras)},
             )
         )
