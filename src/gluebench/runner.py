@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gluebench.analysis.diagnostic import breakdown
 from gluebench.config import RunConfig, load_config
 from gluebench.data.locate import default_glue_cache, find_data_dir, has_split, missing_for_training
 from gluebench.data.read import Example, read_split
@@ -162,13 +163,18 @@ def _train_one(family: ModelFamily, config: RunConfig, paths: RunPaths, spec: Ta
 
 
 def _predict_ax(paths: RunPaths, config: RunConfig, seed: int, data_dir: Path) -> dict[str, Any] | None:
-    """AX is predicted with the MNLI model: test predictions for the server, R3 on the labeled file."""
+    """AX is predicted with the MNLI model: test predictions for the server, R3 on the labeled file.
+
+    R3 is also kept per coarse category (the GLUE paper's Table 5 rows), so every run that trains MNLI says
+    where its model fails without a separate ``gluebench diagnose``.
+    """
     ax = TASKS["AX"]
     source = ax.predicted_by
     if source is None or not paths.weights(source, seed).is_file():
         return None
     model, _ = load_task_model(paths.root, source, seed)
     metrics: dict[str, float] = {}
+    categories: dict[str, float] = {}
     for split in ("full", "test"):
         if not has_split(ax, split, data_dir):
             continue
@@ -177,7 +183,8 @@ def _predict_ax(paths: RunPaths, config: RunConfig, seed: int, data_dir: Path) -
         _write_predictions(paths, ax, seed, split, examples, preds)
         if split == "full":
             metrics = compute_metrics(ax, preds, [e.label for e in examples])
-    result = {"task": "AX", "seed": seed, "metrics": metrics, "predicted_by": source}
+            categories = {s.name: s.r3 for s in breakdown(examples, [str(p) for p in preds]) if s.group == "coarse"}
+    result = {"task": "AX", "seed": seed, "metrics": metrics, "categories": categories, "predicted_by": source}
     atomic_write_json(paths.result("AX", seed), result)
     return result
 
@@ -190,7 +197,9 @@ def _aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
               for k in ("train_seconds", "examples_per_second", "predict_seconds")}
     return {"mean": mean, "std": std, "per_seed": [r["metrics"] for r in results],
             "seeds": [r["seed"] for r in results], **timing,
-            **{k: results[0][k] for k in ("predicted_by", "coverage", "train_examples") if k in results[0]}}
+            **{k: results[0][k] for k in ("predicted_by", "coverage", "train_examples") if k in results[0]},
+            **({"categories": {c: statistics.fmean(r["categories"][c] for r in results)
+                               for c in results[0]["categories"]}} if results[0].get("categories") else {})}
 
 
 def _setup_logging(log_path: Path) -> logging.Handler:
