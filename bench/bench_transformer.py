@@ -21,6 +21,7 @@ can be stopped and continued; the Markdown is always rendered from everything fi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -28,7 +29,9 @@ import resource
 import shlex
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -159,7 +162,13 @@ def worker(args: argparse.Namespace) -> None:
 # ---- driver -------------------------------------------------------------------------------------------
 
 
-def _step(args: argparse.Namespace, results: dict[str, Any], key: str, spec: str, *extra: str) -> None:
+def _step(args: argparse.Namespace, results: dict[str, Any], key: str, spec: str, *extra: str,
+          lock: threading.Lock | None = None) -> None:
+    """Run one step in a fresh worker process and save its result; a step already in ``results`` is skipped.
+
+    With ``lock`` (``--jobs`` > 1) several steps run at once from threads; the lock guards ``results`` and
+    its file.
+    """
     if key in results:
         print(f"{key}: done before, kept", flush=True)
         return
@@ -175,8 +184,10 @@ def _step(args: argparse.Namespace, results: dict[str, Any], key: str, spec: str
     result = json.loads(line[len("RESULT "):])
     result["wall_seconds"] = time.time() - started
     result["load_average"] = os.getloadavg()
-    results[key] = result
-    _save(args, results)
+    result["concurrent_jobs"] = args.jobs
+    with lock or contextlib.nullcontext():
+        results[key] = result
+        _save(args, results)
     print(f"{key}: {result.get('examples_per_second', 0):.1f} examples/s, {result['wall_seconds']:.0f}s", flush=True)
 
 
@@ -337,6 +348,11 @@ def render(args: argparse.Namespace, results: dict[str, Any]) -> str:
         lines += ["", "± is the sample standard deviation over seeds (none with one seed). "
                   "s/epoch is wall time of the training loop per epoch (evaluation excluded), averaged over "
                   "epochs and seeds; peak RSS is the whole process (model, optimizer, data, Python)."]
+        jobs = sorted({r.get("concurrent_jobs", 1) for runs in tasks.values() for r in runs})
+        if jobs != [1]:
+            lines[-1] += (f" Task runs went {' or '.join(map(str, jobs))} at a time (`--jobs`), each in its own "
+                          "process with the threads of `--threads`, so s/epoch and examples/s compare runs made "
+                          "the same way only; the load average at the end of each run is in results.json.")
     if results.get("notes"):
         lines += ["", "## Notes", "", *(f"- {note}" for note in results["notes"])]
     return "\n".join(lines) + "\n"
@@ -355,6 +371,8 @@ def main() -> None:
     parser.add_argument("--speed-rounds", type=int, default=1,
                         help="measure each system this many times (round N uses seed --seed + N - 1), every other "
                              "round in reverse order")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="task runs at once (each with --threads threads); the speed part always runs alone")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--seed", type=int, default=1)
@@ -387,11 +405,13 @@ def main() -> None:
                     _step(args, results, key, f"speed:{system}", "--seed", str(args.seed + number - 1))
         if "tasks" in parts:  # a first seed of every task before further seeds, so a stopped run is useful
             small, large = args.seeds.split(","), args.large_seeds.split(",")
-            for rank in range(max(len(small), len(large))):
-                for task in args.tasks.split(","):
-                    seeds = small if task in SMALL_TASKS else large
-                    if rank < len(seeds):
-                        _step(args, results, f"task:{task}@{seeds[rank]}", f"task:{task}@{seeds[rank]}")
+            steps = [f"task:{task}@{seeds[rank]}" for rank in range(max(len(small), len(large)))
+                     for task in args.tasks.split(",")
+                     if rank < len(seeds := small if task in SMALL_TASKS else large)]
+            lock = threading.Lock()
+            with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+                for future in [pool.submit(_step, args, results, step, step, lock=lock) for step in steps]:
+                    future.result()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(render(args, results))
     print(f"wrote {args.out}")
