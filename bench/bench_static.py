@@ -165,7 +165,25 @@ def throughput(data_dir: Path, threads: int, max_examples: int | None, slices: i
     for k in range(slices):
         for bare in loops.values():
             bare.run(slice(k * size, (k + 1) * size))
-    return {"threads": threads, "gluebench": loop, **{name: bare.result() for name, bare in loops.items()}}
+    return {"threads": threads, "gluebench": loop, **{name: bare.result() for name, bare in loops.items()},
+            "mean_tokens": float(np.mean(lengths)), "matmul_gflops": recurrent_matmul_gflops(256, 64)}
+
+
+def recurrent_matmul_gflops(hidden: int, batch: int, seconds: float = 3.0) -> float:
+    """Sustained fp32 GFLOP/s of the BiLSTM's dominant product, ``h (batch x H) @ W_hh^T (H x 4H)``, here and now.
+
+    Every time step of every direction does this product (and its two gradient products), so it bounds the
+    rate any BiLSTM implementation can reach on this machine.
+    """
+    h, w = torch.randn(batch, hidden), torch.randn(hidden, 4 * hidden)
+    for _ in range(50):
+        torch.mm(h, w)
+    done, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        for _ in range(100):
+            torch.mm(h, w)
+        done += 100
+    return 2 * batch * hidden * 4 * hidden * done / elapsed / 1e9
 
 
 # ---- (b), (c) full runs -----------------------------------------------------------------------------
@@ -314,16 +332,29 @@ def _render_throughput(runs: list[dict[str, Any]]) -> list[str]:
             f"the full gluebench loop ran at {ours:,.0f} examples/s against the 3,000 examples/s goal "
             f"({'met' if ours >= 3000 else 'not met'}); SST-2 dev accuracy after that one epoch "
             f"{r['gluebench']['dev_accuracy']:.1f}.")
-    if any(r["gluebench"]["examples_per_second"] < 3000 for r in runs):
-        lines += ["", _THROUGHPUT_NOTE]
+    measured = [r for r in runs if "matmul_gflops" in r]
+    if measured:
+        lines += ["", "What this CPU allows: a 256-unit BiLSTM over 50-d inputs costs "
+                  f"{FLOP_PER_TOKEN / 1e6:.2f} MFLOP per token for the forward and backward passes (gate products "
+                  "of both directions; the backward pass costs twice the forward), nearly all of it in "
+                  "64 x 256 by 256 x 1024 products. Measured right after the loops, that product sustains:", ""]
+        for r in measured:
+            ceiling = r["matmul_gflops"] * 1e9 / (FLOP_PER_TOKEN * r["mean_tokens"])
+            ours = r["gluebench"]["examples_per_second"]
+            lines.append(f"- {r['threads']} thread(s): {r['matmul_gflops']:.1f} GFLOP/s, so at most "
+                         f"**{ceiling:,.0f} examples/s** ({r['mean_tokens']:.1f} tokens per sentence) for a BiLSTM "
+                         f"that did nothing but these products; the gluebench loop reaches {ours / ceiling:.0%} of "
+                         "that ceiling.")
+        if any(r["matmul_gflops"] * 1e9 / (FLOP_PER_TOKEN * r["mean_tokens"]) < 3000 for r in measured):
+            lines += ["", "The 3,000 examples/s goal is above this machine's ceiling for the model the issue "
+                      "fixes (256 units per direction, batch 64); the ratio goal against the naive loop is the "
+                      "one that says what gluebench's batching is worth."]
     return [*lines, ""]
 
 
-_THROUGHPUT_NOTE = (
-    "Why the 3,000 examples/s goal is out of reach here: one SST-2 sentence is 9.4 tokens on average, and a 256-unit\n"
-    "BiLSTM over 50-d inputs costs about 3.8 MFLOP per token for forward and backward passes, so 3,000\n"
-    "examples/s needs ~105 GFLOP/s of small (64-row) matrix products, more than two AVX2 cores (no AVX-512 on\n"
-    "this VM) sustain even when idle.")
+# Per token, forward: input (50 -> 4x256) and recurrent (256 -> 4x256) products, 2 FLOP per multiply-add, both
+# directions; the backward pass computes two products per forward one.
+FLOP_PER_TOKEN = 3 * 2 * 2 * (50 + 256) * 4 * 256
 
 
 def _render_full(full: dict[str, Any]) -> list[str]:

@@ -232,14 +232,22 @@ def _padding(lengths: list[int], batch_size: int) -> dict[str, float]:
     return {"gluebench": grouped / real, "hf-dynamic": random / real, "hf-pad128": 128 * len(lengths) / real}
 
 
+def _commands(results: dict[str, Any]) -> list[dict[str, str]]:
+    """Every invocation that added to the results (files from before this list kept only the last one)."""
+    if "commands" in results:
+        return results["commands"]
+    return [{"command": results.get("command", ""), "date": results.get("date", "?")}] if "command" in results else []
+
+
 def render(args: argparse.Namespace, results: dict[str, Any]) -> str:
     machine = results.get("machine", {})
     lines = ["# MiniLM fine-tuning: speed against the Hugging Face Trainer, dev results per task", "",
              f"Measured {results.get('date', '?')} on {machine.get('cpu', '?')} (GPU: {machine.get('gpu', '?')}); "
              f"Python {machine.get('python')}, torch {machine.get('torch')}, transformers "
              f"{machine.get('transformers')}, accelerate {machine.get('accelerate')}, gluebench commit "
-             f"{machine.get('commit')}. The CPU was shared with other jobs during the run (load averages below).",
-             "", "Command:", "", "```", results.get("command", ""), "```", ""]
+             f"{machine.get('commit')}. The CPU was shared with other jobs during some runs (load averages below).",
+             "", "Commands (each continues the same results file; finished steps are kept):", "", "```",
+             *(f"{c['command']}   # {c['date']}" for c in _commands(results)), "```", ""]
     rounds: dict[str, list[dict[str, Any]]] = {}
     for key, value in results.items():
         if key.startswith("speed:"):
@@ -392,8 +400,11 @@ def main() -> None:
     if args.note:
         results["notes"] = [*results.get("notes", []), *args.note]
     if not args.render_only:
-        results.update(machine=_machine(), date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                       command=shlex.join([".venv/bin/python", "bench/bench_transformer.py", *sys.argv[1:]]))
+        date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        command = shlex.join([".venv/bin/python", "bench/bench_transformer.py", *sys.argv[1:]])
+        results.update(machine=_machine(), date=date,
+                       commands=[*_commands(results), {"command": command, "date": date}])
+        results.pop("command", None)
         parts = args.parts.split(",")
         if "speed" in parts:
             results["speed_config"] = {"train": args.speed_train, "epochs": args.speed_epochs, "lr": args.lr,
