@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from gluebench.data.read import iter_rows, label_column, read_split, resolve_columns
+from gluebench.data.read import iter_rows, label_column, read_split
 from gluebench.errors import GluebenchError
 from gluebench.tasks import SplitSpec, TaskSpec, resolve_tasks
 
@@ -81,8 +81,8 @@ def _count_rows(spec: SplitSpec, check: FileCheck) -> None:
     """Count rows and rows with the wrong number of fields; a row the reader cannot split stops the count."""
     rows = 0
     try:
-        spec = resolve_columns(spec, check.path)
-        needed = max(c for c in (spec.text_a, spec.text_b, label_column(spec), spec.index, 0) if c is not None) + 1
+        label = label_column(spec, check.path)
+        needed = max(c for c in (spec.text_a, spec.text_b, label, spec.index, 0) if c is not None) + 1
         for number, fields in iter_rows(check.path, header=spec.header):
             rows += 1
             wrong = len(fields) != spec.fields if spec.fields is not None else len(fields) < needed

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gluebench.errors import DataFormatError, DataMissingError
@@ -109,27 +109,21 @@ def _parse_label(task: TaskSpec, value: str, path: Path, line: int) -> Label:
     return score
 
 
-def resolve_columns(spec: SplitSpec, path: Path) -> SplitSpec:
-    """The split with a label column named by header (MNLI's ``gold_label``) turned into its index.
+def label_column(spec: SplitSpec, path: Path) -> int | None:
+    """The index of the split's label column; a column named by header (MNLI's ``gold_label``) is looked up.
 
     MNLI rows differ in width between files (train has 12 fields, dev 16: five annotator labels), so the
     gold label is found by its header name; a file without that column stops here, not as wrong labels.
     """
     if not isinstance(spec.label, str):
-        return spec
+        return spec.label
     header = [name.strip() for name in read_header(path)]
     if spec.label not in header:
         raise DataFormatError(f"the header has no {spec.label!r} column", path=path, line=1)
-    return replace(spec, label=header.index(spec.label))
+    return header.index(spec.label)
 
 
-def label_column(spec: SplitSpec) -> int | None:
-    """The label's column index of a resolved split (see `resolve_columns`)."""
-    assert not isinstance(spec.label, str), "resolve_columns first"
-    return spec.label
-
-
-def _looks_like_data(task: TaskSpec, spec: SplitSpec, fields: list[str]) -> bool:
+def _looks_like_data(task: TaskSpec, spec: SplitSpec, label: int | None, fields: list[str]) -> bool:
     """True when a row that must be the header parses as an example: the header is missing and row 1 would be lost."""
     if spec.index is not None and len(fields) > spec.index:
         try:
@@ -137,7 +131,6 @@ def _looks_like_data(task: TaskSpec, spec: SplitSpec, fields: list[str]) -> bool
             return True
         except ValueError:
             pass
-    label = label_column(spec)
     if label is None or len(fields) <= label:
         return False
     value = fields[label].strip()
@@ -154,8 +147,7 @@ def read_split(task: TaskSpec, split: str | SplitSpec, data_dir: Path) -> list[E
     """Read one split of a task from a GLUE data directory into typed examples."""
     spec = task.split(split) if isinstance(split, str) else split
     path = Path(data_dir) / spec.path
-    spec = resolve_columns(spec, path)
-    label = label_column(spec)
+    label = label_column(spec, path)
     needed = max(c for c in (spec.text_a, spec.text_b, label, spec.index, 0) if c is not None) + 1
     extras = task.extra_columns if spec.labeled and task.extra_columns else ()
     examples: list[Example] = []
@@ -169,7 +161,7 @@ def read_split(task: TaskSpec, split: str | SplitSpec, data_dir: Path) -> list[E
             raise DataFormatError(
                 f"expected at least {needed} tab-separated fields, found {len(fields)}", path=path, line=number
             )
-        if spec.header and not examples and _looks_like_data(task, spec, read_header(path)):
+        if spec.header and not examples and _looks_like_data(task, spec, label, read_header(path)):
             raise DataFormatError("the header row is missing (line 1 is an example)", path=path, line=1)
         if spec.index is None:
             index = len(examples)
