@@ -184,7 +184,7 @@ def _step(args: argparse.Namespace, results: dict[str, Any], key: str, spec: str
     result = json.loads(line[len("RESULT "):])
     result["wall_seconds"] = time.time() - started
     result["load_average"] = os.getloadavg()
-    result["concurrent_jobs"] = args.jobs
+    result["concurrent_jobs"] = args.jobs if lock else 1
     with lock or contextlib.nullcontext():
         results[key] = result
         _save(args, results)
@@ -399,6 +399,7 @@ def main() -> None:
     results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     if args.note:
         results["notes"] = [*results.get("notes", []), *args.note]
+        _save(args, results)
     if not args.render_only:
         date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         command = shlex.join([".venv/bin/python", "bench/bench_transformer.py", *sys.argv[1:]])
