@@ -1,4 +1,11 @@
-"""The run configuration: one dataclass, filled from defaults, a YAML file and command-line options.
+"""Every option of gluebench, declared once: name, type, default, help, allowed values.
+
+Three dataclasses hold them. `FamilyOptions` is what a model family reads to build a task model,
+`TrainConfig` what the training loop reads, and `RunConfig` (both of them plus what a run adds: model,
+tasks, seeds, data and output directories) is what `gluebench run` takes, from the command line or a YAML
+file with the same keys. The CLI options of `run` and `sweep`, the YAML keys, validation and the sweep's
+searchable keys are all derived from these fields' metadata (`option`), so a setting added here is
+reachable everywhere at once. None means "the model family's default" where the help says so.
 
 Every key is checked: an unknown key, a wrong type or an impossible value is a `ConfigError` that names
 the key (and the file) and says what is allowed.
@@ -8,7 +15,8 @@ from __future__ import annotations
 
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -16,61 +24,168 @@ import yaml
 
 from gluebench.errors import ConfigError
 
+MIXED_PRECISION = ("no", "fp16", "bf16")
+TRACKERS = ("tensorboard", "mlflow", "wandb")
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """What the CLI, YAML validation and sweeps need to know about one option beyond its type."""
+
+    help: str
+    choices: tuple[str, ...] | None = None  # allowed values (of each item, for lists)
+    minimum: float | None = None  # smallest allowed value (inclusive)
+    below: float | None = None  # values must be smaller than this
+    positive: bool = False  # > 0
+    short: str | None = None  # a one-letter CLI alias, e.g. "-m"
+    sweepable: bool = True  # may vary between the trials of a sweep
+    cli: bool = True  # offered as a command-line option (False: set by gluebench itself)
+
+
+def option(default: Any, help: str, **spec: Any) -> Any:
+    """A dataclass field carrying its `OptionSpec`; list defaults are copied per instance."""
+    metadata = {"option": OptionSpec(help, **spec)}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def option_spec(item: Field[Any]) -> OptionSpec:
+    spec = item.metadata.get("option")
+    assert isinstance(spec, OptionSpec), f"{item.name} is not declared with option()"
+    return spec
+
 
 @dataclass
-class RunConfig:
-    """Everything `gluebench run` needs; None means "the model family's default"."""
+class FamilyOptions:
+    """The options a model family reads to build a task model (None: the family's default)."""
 
-    model: str = "glove-bilstm"
-    tasks: list[str] = field(default_factory=lambda: ["all"])
-    seeds: list[int] = field(default_factory=lambda: [1])
-    data_dir: str | None = None
-    output_dir: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    weight_decay: float = 0.0
-    warmup_ratio: float | None = None
-    grad_accum: int = 1
-    patience: int = 2
-    max_length: int | None = None
-    hidden_size: int | None = None
-    dropout: float | None = None
-    embeddings: str | None = None
-    unfreeze_embeddings: bool = False
-    max_train_examples: int | None = None
-    mixed_precision: str = "no"
-    multitask: bool = False
-    temperature: float = 1.0
-    progress: bool = True
+    hidden_size: int | None = option(None, "Encoder hidden size (static models).", positive=True)
+    max_length: int | None = option(None, "Max tokens per example.", positive=True)
+    dropout: float | None = option(None, "Dropout.", minimum=0, below=1)
+    embeddings: str | None = option(None, "GloVe .txt/.zip file or adapted-vectors dir (default glove.6B.50d).")
+    unfreeze_embeddings: bool = option(False, "Fine-tune the word vectors too.")
+
+
+@dataclass
+class TrainConfig:
+    """What the training loop reads (``batch_size`` is global: summed over processes).
+
+    ``epochs``, ``batch_size``, ``lr`` and ``warmup_ratio`` of None are filled with the model family's
+    defaults before training (`with_family_defaults`).
+    """
+
+    epochs: int | None = option(None, "Epochs (family default).", positive=True)
+    batch_size: int | None = option(None, "Batch size, summed over processes (family default).", positive=True)
+    lr: float | None = option(None, "Peak learning rate (family default).", positive=True)
+    weight_decay: float = option(0.0, "AdamW weight decay (not on biases and norms).", minimum=0)
+    warmup_ratio: float | None = option(None, "Share of steps for linear warmup (family default).", minimum=0,
+                                        below=1)
+    grad_accum: int = option(1, "Gradient accumulation steps.", positive=True)
+    patience: int = option(2, "Early stopping: epochs without improvement of the main dev metric.", positive=True)
+    max_grad_norm: float = option(1.0, "Gradient clipping norm (0: no clipping).", minimum=0)
+    eval_batch_size: int = option(128, "Batch size for dev and test prediction.", positive=True)
+    mixed_precision: str = option("no", "Mixed precision: no, fp16 (GPU) or bf16.", choices=MIXED_PRECISION)
+    checkpoint_steps: int | None = option(None, "Also checkpoint every N optimiser steps inside an epoch.",
+                                          positive=True)
+    temperature: float = option(1.0, "Multitask sampling temperature (1: proportional to task size).",
+                                positive=True)
+    trackers: list[str] = option([], "Experiment trackers, comma-separated: tensorboard, mlflow, wandb.",
+                                 choices=TRACKERS, sweepable=False)
+    tracker_dir: str | None = option(None, "Where file-based trackers (TensorBoard) write.", sweepable=False)
+    progress: bool = option(True, "Show progress bars.", sweepable=False)
+    seed: int = option(1, "Seed of this training.", cli=False)
+    run_name: str = option("gluebench", "Tracker project/run name.", cli=False)
+
+    def with_family_defaults(self, epochs: int, batch_size: int, lr: float, warmup_ratio: float) -> TrainConfig:
+        """A copy with every "family default" (None) filled in."""
+        from dataclasses import replace
+
+        return replace(self, epochs=self.epochs or epochs, batch_size=self.batch_size or batch_size,
+                       lr=self.lr or lr, warmup_ratio=warmup_ratio if self.warmup_ratio is None else self.warmup_ratio)
+
+
+@dataclass
+class RunConfig(TrainConfig, FamilyOptions):
+    """Everything `gluebench run` needs: the family's and the loop's options plus what a run adds."""
+
+    model: str = option("glove-bilstm", "Model: glove-cbow, glove-bilstm, glove-transformer, minilm, "
+                        "hf:<id|path>.", short="-m")
+    tasks: list[str] = option(["all"], "Comma-separated tasks, or 'all'.", short="-t", sweepable=False)
+    seeds: list[int] = option([1], "Comma-separated seeds, e.g. 1,2,3 (mean ± std is reported).")
+    data_dir: str | None = option(None, "GLUE data directory (default: $GLUE_DIR, the cache, ../shared).",
+                                  sweepable=False)
+    output_dir: str | None = option(None, "Run directory (default runs/<date-time>-<model>).", short="-o",
+                                    sweepable=False)
+    max_train_examples: int | None = option(None, "Train on a fixed random slice of this size.", positive=True)
+    multitask: bool = option(False, "One shared encoder, per-task heads, batches sampled across tasks.")
 
     def validate(self, source: str = "option") -> RunConfig:
-        """Check values that types alone cannot; ``source`` names where they came from in errors."""
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-                    "grad_accum": self.grad_accum, "patience": self.patience, "max_length": self.max_length,
-                    "hidden_size": self.hidden_size, "max_train_examples": self.max_train_examples,
-                    "temperature": self.temperature}
-        for key, value in positive.items():
-            if value is not None and value <= 0:
-                raise ConfigError(f"{source} {key!r} must be positive, got {value}")
-        for key, value in {"dropout": self.dropout, "warmup_ratio": self.warmup_ratio}.items():
-            if value is not None and not 0 <= value < 1:
-                raise ConfigError(f"{source} {key!r} must be in [0, 1), got {value}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"{source} 'weight_decay' must be >= 0, got {self.weight_decay}")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ConfigError(f"{source} 'mixed_precision' must be one of no, fp16, bf16, got {self.mixed_precision!r}")
+        """Check every value against its declaration; ``source`` names where it came from in errors."""
+        for item in fields(self):
+            _check_value(item, getattr(self, item.name), source)
         if not self.seeds:
             raise ConfigError(f"{source} 'seeds' must name at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"{source} 'seeds' has duplicates: {self.seeds}")
         return self
 
+    def family_options(self) -> FamilyOptions:
+        return FamilyOptions(**{f.name: getattr(self, f.name) for f in fields(FamilyOptions)})
+
+    def train_config(self, seed: int) -> TrainConfig:
+        """The loop's options for one seed (family defaults still None)."""
+        values = {f.name: getattr(self, f.name) for f in fields(TrainConfig)}
+        return TrainConfig(**{**values, "seed": seed})
+
     def to_yaml(self) -> str:
-        return yaml.safe_dump(asdict(self), sort_keys=False)
+        saved = {k: v for k, v in asdict(self).items() if option_spec(_FIELDS[k]).cli}
+        return yaml.safe_dump(saved, sort_keys=False)
 
 
+_FIELDS: dict[str, Field[Any]] = {f.name: f for f in fields(RunConfig)}
 _HINTS = typing.get_type_hints(RunConfig)
+_INHERITED = {f.name for f in (*fields(FamilyOptions), *fields(TrainConfig))}
+# the run's own options first (model, tasks, seeds, ...), then the family's, then the loop's
+OPTION_NAMES: tuple[str, ...] = tuple(
+    name for name in sorted(_FIELDS, key=lambda n: (n in _INHERITED, n in {f.name for f in fields(TrainConfig)}))
+    if option_spec(_FIELDS[name]).cli)
+
+
+def run_options() -> list[Field[Any]]:
+    """The user-facing options of a run, in declaration order (the CLI shows them so)."""
+    return [_FIELDS[name] for name in OPTION_NAMES]
+
+
+def option_type(name: str) -> Any:
+    return _HINTS[name]
+
+
+def default_of(item: Field[Any]) -> Any:
+    if item.default is not MISSING:
+        return item.default
+    if item.default_factory is not MISSING:
+        return item.default_factory()
+    return None
+
+
+def _check_value(item: Field[Any], value: Any, source: str) -> None:
+    spec = option_spec(item)
+    values: Sequence[Any] = value if isinstance(value, list) else [value]
+    for one in values:
+        if one is None or isinstance(one, bool):
+            continue
+        if spec.choices is not None and one not in spec.choices:
+            raise ConfigError(f"{source} {item.name!r} must be one of {', '.join(spec.choices)}, got {one!r}")
+        if not isinstance(one, int | float):
+            continue
+        if spec.positive and one <= 0:
+            raise ConfigError(f"{source} {item.name!r} must be positive, got {one}")
+        if spec.minimum is not None and one < spec.minimum:
+            raise ConfigError(f"{source} {item.name!r} must be >= {spec.minimum:g}, got {one}")
+        if spec.below is not None and one >= spec.below:
+            low = f"[{spec.minimum:g}, {spec.below:g})" if spec.minimum is not None else f"< {spec.below:g}"
+            raise ConfigError(f"{source} {item.name!r} must be in {low}, got {one}")
 
 
 def _check_type(key: str, value: Any, hint: Any, where: str) -> Any:
@@ -83,10 +198,10 @@ def _check_type(key: str, value: Any, hint: Any, where: str) -> Any:
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is list:
-        items = value.split(",") if isinstance(value, str) else value
+        items = [part for part in value.split(",") if part.strip()] if isinstance(value, str) else value
         if not isinstance(items, list):
             raise ConfigError(f"{where}: {key!r} must be a list, got {value!r}")
-        return [_check_type(key, item, args[0], where) for item in items]
+        return [_check_type(key, item.strip() if isinstance(item, str) else item, args[0], where) for item in items]
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -109,10 +224,9 @@ def _check_type(key: str, value: Any, hint: Any, where: str) -> Any:
 
 
 def config_from_mapping(values: dict[str, Any], where: str = "config") -> RunConfig:
-    allowed = [f.name for f in fields(RunConfig)]
-    unknown = [k for k in values if k not in allowed]
+    unknown = [k for k in values if k not in OPTION_NAMES]
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(allowed)})")
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(OPTION_NAMES)})")
     checked = {k: _check_type(k, v, _HINTS[k], where) for k, v in values.items()}
     return RunConfig(**checked).validate(where)
 
@@ -123,6 +237,8 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> RunConfi
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except FileNotFoundError as exc:
         raise ConfigError("config file not found", path=path) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the config file ({exc})", path=path) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError("not valid YAML", path=path, line=mark.line + 1 if mark else None) from exc

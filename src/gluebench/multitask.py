@@ -31,15 +31,15 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from gluebench.config import RunConfig
+from gluebench.config import RunConfig, TrainConfig
 from gluebench.data.locate import has_split, missing_for_training
 from gluebench.data.read import Example, read_split
 from gluebench.errors import ConfigError
 from gluebench.models.base import Feature, ModelFamily, TaskModel
-from gluebench.runner import RunSummary, _aggregate, _write_predictions, family_options, subsample, train_config
+from gluebench.runner import RunSummary, _aggregate, _write_predictions, subsample, train_config
 from gluebench.runs import RunPaths, atomic_write_json, read_json
 from gluebench.tasks import TaskSpec
-from gluebench.training import LengthGroupedSampler, TrainConfig, evaluate, label_targets, predict, save_weights
+from gluebench.training import LengthGroupedSampler, evaluate, label_targets, predict, save_weights
 
 log = logging.getLogger("gluebench")
 
@@ -151,7 +151,7 @@ def _load_tasks(family: ModelFamily, config: RunConfig, paths: RunPaths, specs: 
         data[spec.name] = (train, dev, tests)
     every = {name: train + [e for group in (*dev.values(), *tests.values()) for e in group]
              for name, (train, dev, tests) in data.items()}
-    models = family.build_multitask(specs, every, family_options(config), seed)  # type: ignore[attr-defined]
+    models = family.build_multitask(specs, every, config.family_options(), seed)  # type: ignore[attr-defined]
     states = {}
     for position, spec in enumerate(specs):
         atomic_write_json(paths.seed_dir(spec.name, seed) / "model_meta.json", models[spec.name].metadata())
@@ -176,7 +176,7 @@ def _train_epoch(states: dict[str, _TaskState], active: list[str], modules: nn.M
                  epoch: int, device: torch.device) -> None:
     rng = np.random.default_rng([tconf.seed, epoch])
     torch.manual_seed(tconf.seed * 1000 + epoch)
-    probabilities = sampling_probabilities([len(states[n].features) for n in active], config.temperature)
+    probabilities = sampling_probabilities([len(states[n].features) for n in active], tconf.temperature)
     steps = sum(math.ceil(len(states[n].features) / tconf.batch_size) for n in active)
     modules.train()
     for name in active:

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from gluebench.analysis.diagnostic import breakdown
-from gluebench.config import RunConfig, load_config
+from gluebench.config import RunConfig, TrainConfig, load_config
 from gluebench.data.locate import default_glue_cache, find_data_dir, has_split, missing_for_training
 from gluebench.data.read import Example, read_split
 from gluebench.errors import ConfigError
 from gluebench.metrics import compute_metrics, glue_score
-from gluebench.models.base import FamilyOptions, ModelFamily, TaskModel, get_family
+from gluebench.models.base import ModelFamily, TaskModel, get_family
 from gluebench.runs import (
     RunPaths,
     atomic_write_json,
@@ -35,7 +35,7 @@ from gluebench.runs import (
     write_tsv,
 )
 from gluebench.tasks import TASKS, TaskSpec, resolve_tasks
-from gluebench.training import TrainConfig, load_weights, predict, save_weights, train
+from gluebench.training import load_weights, predict, save_weights, train
 
 log = logging.getLogger("gluebench")
 
@@ -70,29 +70,10 @@ def resolve_data_dir(config: RunConfig, tasks: list[TaskSpec]) -> Path:
     return data_dir
 
 
-def family_options(config: RunConfig) -> FamilyOptions:
-    return FamilyOptions(
-        hidden_size=config.hidden_size,
-        max_length=config.max_length,
-        embeddings=config.embeddings,
-        unfreeze_embeddings=config.unfreeze_embeddings,
-        dropout=config.dropout,
-    )
-
-
 def train_config(config: RunConfig, family: ModelFamily, seed: int) -> TrainConfig:
-    return TrainConfig(
-        epochs=config.epochs or family.default_epochs,
-        batch_size=config.batch_size or family.default_batch_size,
-        lr=config.lr or family.default_lr,
-        weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio if config.warmup_ratio is not None else getattr(family, "default_warmup", 0.0),
-        grad_accum=config.grad_accum,
-        patience=config.patience,
-        seed=seed,
-        mixed_precision=config.mixed_precision,
-        progress=config.progress,
-    )
+    """The loop's options for one seed, the family's defaults filled in."""
+    return config.train_config(seed).with_family_defaults(
+        family.default_epochs, family.default_batch_size, family.default_lr, getattr(family, "default_warmup", 0.0))
 
 
 def subsample(examples: list[Example], limit: int | None, seed: int = 0) -> list[Example]:
@@ -122,7 +103,7 @@ def load_task_model(run_dir: Path, task: str, seed: int | None = None) -> tuple[
     seed = config.seeds[0] if seed is None else seed
     meta = read_json(paths.seed_dir(task, seed) / "model_meta.json")
     family = get_family(config.model)
-    model = family.restore(spec, meta, family_options(config))
+    model = family.restore(spec, meta, config.family_options())
     load_weights(model.module, paths.weights(task, seed))
     return model, spec
 
@@ -133,7 +114,7 @@ def _train_one(family: ModelFamily, config: RunConfig, paths: RunPaths, spec: Ta
     dev = {split: read_split(spec, split, data_dir) for split in spec.dev_splits}
     tests = {split: read_split(spec, split, data_dir) for split in spec.test_files if has_split(spec, split, data_dir)}
     every = train_examples + [e for group in (*dev.values(), *tests.values()) for e in group]
-    model = family.build(spec, every, family_options(config), seed)
+    model = family.build(spec, every, config.family_options(), seed)
     atomic_write_json(paths.seed_dir(spec.name, seed) / "model_meta.json", model.metadata())
     tconf = train_config(config, family, seed)
     outcome = train(

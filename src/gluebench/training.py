@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from gluebench.config import TRACKERS, TrainConfig
 from gluebench.data.read import Example, Label
 from gluebench.errors import ConfigError, GluebenchError
 from gluebench.metrics import compute_metrics
@@ -49,30 +50,7 @@ from gluebench.models.base import Batch, Feature, TaskModel
 from gluebench.runs import atomic_write_bytes, atomic_write_json
 from gluebench.tasks import TaskSpec
 
-TRACKERS = ("tensorboard", "mlflow", "wandb")
 T = TypeVar("T")
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings of one task's training (``batch_size`` is global: summed over processes)."""
-
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    grad_accum: int = 1
-    patience: int = 2  # epochs without improvement of the main metric before stopping
-    max_grad_norm: float = 1.0
-    seed: int = 1
-    eval_batch_size: int = 128
-    mixed_precision: str = "no"  # "no", "fp16", "bf16"
-    progress: bool = True
-    checkpoint_steps: int | None = None  # also checkpoint every N optimiser steps inside an epoch
-    trackers: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, mlflow, wandb
-    tracker_dir: str | None = None  # where file-based trackers (TensorBoard) write
-    run_name: str = "gluebench"  # tracker project/run name
 
 
 @dataclass

@@ -167,11 +167,10 @@ def initial_model(run: LoadedRun, task: str, sentences: Sequence[str]) -> TaskMo
     random starts, as they are in a run (where per-task vocabularies already make their random draws differ).
     """
     from gluebench.models.base import get_family
-    from gluebench.runner import family_options
 
     examples = [Example(index=i, text_a=s) for i, s in enumerate(sentences)]
     seed = run.seed * 1000 + list(TASKS).index(task)
-    return get_family(run.model_name).build(TASKS[task], examples, family_options(run.config), seed)
+    return get_family(run.model_name).build(TASKS[task], examples, run.config.family_options(), seed)
 
 
 def original_embedding_rows(model: TaskModel, start: TaskModel, config: Any) -> tuple[np.ndarray, list[str] | None]:

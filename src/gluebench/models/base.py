@@ -9,12 +9,12 @@ checkpoints, prediction), so `run`, `sweep` and `analysis` never care which fami
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from gluebench.config import FamilyOptions
 from gluebench.data.read import Example
 from gluebench.errors import GluebenchError
 from gluebench.tasks import TaskSpec
@@ -47,18 +47,6 @@ class TaskModel(Protocol):
     def layer_outputs(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Per-example representations at each named layer, in forward order, for analysis."""
         ...
-
-
-@dataclass
-class FamilyOptions:
-    """The options a family reads; every field has a family-specific default when None."""
-
-    hidden_size: int | None = None
-    max_length: int | None = None
-    embeddings: str | None = None
-    unfreeze_embeddings: bool = False
-    dropout: float | None = None
-    pretrained: str | None = None  # transformers: a model id or path
 
 
 class ModelFamily(Protocol):

@@ -260,9 +260,6 @@ class TransformerFamily:
         else:
             raise GluebenchError(f"--model {name!r}: expected minilm or hf:<model id or path>")
 
-    def _source(self, options: FamilyOptions) -> str:
-        return options.pretrained or self.source
-
     def _load(self, task: TaskSpec, source: str, options: FamilyOptions, *, pretrained_weights: bool,
               ) -> TransformerTaskModel:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
@@ -302,7 +299,7 @@ class TransformerFamily:
         from transformers import set_seed
 
         set_seed(seed)
-        return self._load(task, self._source(options), options, pretrained_weights=True)
+        return self._load(task, self.source, options, pretrained_weights=True)
 
     def restore(self, task: TaskSpec, metadata: dict[str, Any], options: FamilyOptions) -> TransformerTaskModel:
         """The architecture and tokenizer of a saved model, without pretrained weights (the caller loads them)."""
@@ -310,7 +307,7 @@ class TransformerFamily:
         expected = list(task.labels) if task.labels else None
         if saved_labels != expected:
             raise GluebenchError(f"saved model's labels {saved_labels} differ from {task.name}'s {expected}")
-        source = metadata.get("source") or self._source(options)
+        source = metadata.get("source") or self.source
         if self.name == MINILM:
             source = self.source  # the package may live elsewhere on this machine than where it was trained
         restored = FamilyOptions(**{**options.__dict__, "max_length": metadata.get("max_length")})
