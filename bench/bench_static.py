@@ -35,13 +35,14 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
+from gluebench.artifacts import subsample
 from gluebench.config import RunConfig
 from gluebench.data.locate import find_data_dir
 from gluebench.data.read import read_split
 from gluebench.models import get_family
 from gluebench.models.base import FamilyOptions
 from gluebench.models.static import Head, StaticTaskModel
-from gluebench.runner import run, subsample
+from gluebench.runner import run
 from gluebench.tasks import TASKS
 from gluebench.training import LengthGroupedSampler, TrainConfig, label_targets, train
 from machine_info import describe, machine_info

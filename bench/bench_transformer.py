@@ -54,9 +54,9 @@ def _peak_rss_mb() -> float:
 
 
 def _slice(args: argparse.Namespace) -> tuple[Any, list[Any], list[Any]]:
+    from gluebench.artifacts import subsample
     from gluebench.data.locate import find_data_dir
     from gluebench.data.read import read_split
-    from gluebench.runner import subsample
     from gluebench.tasks import TASKS
 
     glue, _ = find_data_dir(args.data_dir)

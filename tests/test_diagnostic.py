@@ -86,9 +86,10 @@ def test_diagnose_a_real_run_with_an_rte_stand_in(glue_dir: Path, tmp_path: Path
 
     from typer.testing import CliRunner
 
+    from gluebench.artifacts import load_task_model
     from gluebench.cli import app
     from gluebench.config import RunConfig
-    from gluebench.runner import load_task_model, run
+    from gluebench.runner import run
     from gluebench.training import predict
 
     run_dir = tmp_path / "run"

@@ -23,9 +23,9 @@ TRAIN, DEV = 64, 80
 
 def train_slice(glue_dir: Path) -> dict[str, Any]:
     """Fine-tune MiniLM for one epoch on a fixed SST-2 slice; what a rank ended with."""
+    from gluebench.artifacts import subsample
     from gluebench.data.read import read_split
     from gluebench.models import FamilyOptions, get_family
-    from gluebench.runner import subsample
     from gluebench.tasks import TASKS
     from gluebench.training import TrainConfig, make_accelerator, predict, train
 

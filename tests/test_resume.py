@@ -98,9 +98,9 @@ def test_kill_9_after_an_epoch_then_resume_equals_an_uninterrupted_run(
 
 def _fit_slice(glue_dir: Path, checkpoint_dir: Path, resume: bool) -> dict[str, Any]:
     """Fine-tune MiniLM on a WNLI slice with a checkpoint every 2 optimiser steps (4 steps per epoch)."""
+    from gluebench.artifacts import subsample
     from gluebench.data.read import read_split
     from gluebench.models import FamilyOptions, get_family
-    from gluebench.runner import subsample
     from gluebench.tasks import TASKS
     from gluebench.training import TrainConfig, save_weights, train
 

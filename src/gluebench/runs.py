@@ -14,6 +14,7 @@ A run directory holds everything a run produced, so reporting never retrains::
         result.json               this seed's metrics, timing and examples/s
         model.safetensors         best checkpoint (weights only)
         checkpoint/               last epoch's resumable state (removed when the task finishes)
+      multitask/seed-S/checkpoint/  a multitask seed's resumable state (removed when the seed finishes)
 
 Every file is written to a temporary name beside its target, then renamed, so a crash never leaves half
 a result behind.
@@ -129,6 +130,10 @@ class RunPaths:
 
     def checkpoint(self, task: str, seed: int) -> Path:
         return self.seed_dir(task, seed) / "checkpoint"
+
+    def multitask_checkpoint(self, seed: int) -> Path:
+        """One checkpoint for all tasks of a multitask seed (they share an encoder)."""
+        return self.root / "multitask" / f"seed-{seed}" / "checkpoint"
 
 
 def default_run_dir(model: str, root: Path = Path("runs")) -> Path:

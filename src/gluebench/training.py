@@ -1,15 +1,21 @@
-"""One training loop for every model family, on Hugging Face accelerate.
+"""One training loop for every model family and for one task or many, on Hugging Face accelerate.
 
 accelerate gives device placement, mixed precision, trackers and data-parallel training (``accelerate
 launch``); this module adds what GLUE fine-tuning needs around it: batches grouped by length (dynamic
-padding wastes little), warmup + linear decay, gradient accumulation, early stopping on the task's main
+padding wastes little), warmup + linear decay, gradient accumulation, early stopping on each task's main
 metric, and checkpoints (every epoch, optionally every N optimiser steps) that ``resume`` continues from
 to the same result.
+
+The shape is jiant v2's: a `TaskSampler` yields the epoch's ``(task, batch)`` sequence, one `TrainState`
+holds where training stands (and goes to and from a checkpoint), and `train_tasks` is a few short steps
+over them. Single-task training (`train`) is the one-task case; multitask training (a shared encoder with a
+head per task, as the GLUE paper's multi-task baselines) is the many-task case, and gets data parallelism,
+mixed precision, accumulation, checkpoints and exact resume from the same code.
 
 Why resuming is exact: the batch order of an epoch depends only on ``(seed, epoch)``, and the random
 generators (dropout) are reseeded at every epoch start and at every step checkpoint, so the work done after
 a restart is the work an uninterrupted run would have done, and the checkpoint holds everything else
-(weights, optimiser, schedule, best weights so far, history).
+(weights, optimiser, schedule, each task's best weights so far, history).
 
 Why data-parallel runs match single-process ones: every process walks the same global batches (of
 ``batch_size`` examples) and takes a contiguous share of each; each share's summed loss is divided by the
@@ -34,11 +40,18 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from accelerate import Accelerator, PartialState
-from accelerate.utils import broadcast_object_list, gather_object
-from safetensors.torch import load_file, save
+from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
+from accelerate.state import AcceleratorState
+from accelerate.utils import (
+    broadcast_object_list,
+    gather_object,
+    is_mlflow_available,
+    is_tensorboard_available,
+    is_wandb_available,
+)
+from safetensors.torch import load, load_file, save
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -51,17 +64,31 @@ from gluebench.runs import atomic_write_bytes, atomic_write_json
 from gluebench.tasks import TaskSpec
 
 T = TypeVar("T")
+EpochCallback = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class TaskData:
+    """One task's part of a training: its model, its examples and where its best weights go."""
+
+    spec: TaskSpec
+    model: TaskModel
+    train: Sequence[Example]
+    dev: dict[str, list[Example]]
+    best_weights_path: Path | None = None
 
 
 @dataclass
 class TrainOutcome:
-    """What training produced: per-epoch history, the best epoch's dev metrics and throughput."""
+    """What training produced for one task: per-epoch history, the best epoch's dev metrics, throughput."""
 
     history: list[dict[str, Any]]
     best_epoch: int
     best_metrics: dict[str, float]
     train_seconds: float
     train_examples: int
+    best_weights: bytes | None = None  # safetensors bytes of the best epoch's module (None: no epoch ran)
+    resumed_from: dict[str, int] | None = None  # {"epoch", "global_step"} of the checkpoint continued from
     examples_per_second: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -93,8 +120,8 @@ class LengthGroupedSampler(Sampler[list[int]]):
             part = order[start : start + chunk]
             part = part[np.argsort(-self.lengths[part], kind="stable")]
             batches.extend(part[i : i + self.batch_size].tolist() for i in range(0, len(part), self.batch_size))
-        rng.shuffle(batches)  # type: ignore[arg-type]
-        return batches
+        permutation = rng.permutation(len(batches))
+        return [batches[i] for i in permutation]
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())
@@ -103,37 +130,64 @@ class LengthGroupedSampler(Sampler[list[int]]):
         return math.ceil(len(self.lengths) / self.batch_size)
 
 
-def label_targets(task: TaskSpec, examples: Sequence[Example]) -> list[float] | list[int]:
+def sampling_probabilities(sizes: Sequence[int], temperature: float) -> np.ndarray:
+    """Task probabilities proportional to ``size ** (1 / temperature)``."""
+    weights = np.asarray(sizes, dtype=np.float64) ** (1.0 / temperature)
+    return np.asarray(weights / weights.sum())
+
+
+class TaskSampler:
+    """The ``(task, global batch)`` sequence of each epoch, a pure function of ``(seed, epoch, active tasks)``.
+
+    One task: its length-grouped batches in a shuffled order. Several tasks: as many draws as the active tasks
+    have batches, each draw a task with probability proportional to ``n_task ** (1 / temperature)``
+    (temperature 1: proportional to the training set size; larger values flatten toward uniform), the task's
+    next length-grouped batch (a task drawn more often than it has batches starts a new pass). A final batch
+    too small to give every process an example is dropped.
+    """
+
+    def __init__(self, lengths: dict[str, Sequence[int]], batch_size: int, seed: int, temperature: float,
+                 processes: int = 1) -> None:
+        self.lengths = lengths
+        self.names = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.temperature = temperature
+        self.processes = processes
+
+    def batch_count(self, name: str) -> int:
+        return math.ceil(len(self.lengths[name]) / self.batch_size)
+
+    def _batches(self, name: str, seed: int) -> list[list[int]]:
+        batches = LengthGroupedSampler(self.lengths[name], self.batch_size, shuffle=True, seed=seed).batches()
+        return [b for b in batches if len(b) >= self.processes]
+
+    def epoch(self, epoch: int, active: Sequence[str]) -> list[tuple[str, list[int]]]:
+        if len(self.names) == 1:
+            name = self.names[0]
+            return [(name, batch) for batch in self._batches(name, self.seed * 1000 + epoch)]
+        rng = np.random.default_rng([self.seed, epoch])
+        probabilities = sampling_probabilities([len(self.lengths[n]) for n in active], self.temperature)
+        draws = rng.choice(len(active), size=sum(self.batch_count(n) for n in active), p=probabilities)
+        queues: dict[str, list[list[int]]] = {name: [] for name in active}
+        passes = dict.fromkeys(active, 0)
+        sequence: list[tuple[str, list[int]]] = []
+        for draw in draws:
+            name = active[int(draw)]
+            while not queues[name]:
+                position = self.names.index(name)
+                seed = np.random.SeedSequence([self.seed, epoch, position, passes[name]]).generate_state(1)[0]
+                queues[name] = self._batches(name, int(seed))
+                passes[name] += 1
+            sequence.append((name, queues[name].pop(0)))
+        return sequence
+
+
+def label_targets(task: TaskSpec, examples: Sequence[Example]) -> torch.Tensor:
+    """Training targets: scores (regression) or label indices."""
     if task.is_regression:
-        return [float(e.label) for e in examples]  # type: ignore[arg-type]
-    return [task.label_index(str(e.label)) for e in examples]
-
-
-def _collate_fn(model: TaskModel, regression: bool) -> Callable[[list[tuple[Feature, Any]]], Batch]:
-    def collate(items: list[tuple[Feature, Any]]) -> Batch:
-        batch = model.collate([feature for feature, _ in items])
-        labels = [label for _, label in items]
-        if labels[0] is not None:
-            batch["labels"] = torch.tensor(labels, dtype=torch.float32 if regression else torch.long)
-        return batch
-
-    return collate
-
-
-def make_loader(
-    model: TaskModel,
-    task: TaskSpec,
-    features: Sequence[Feature],
-    labels: Sequence[Any] | None,
-    batch_size: int,
-    *,
-    shuffle: bool,
-    seed: int = 0,
-) -> DataLoader:
-    """A plain single-process loader over length-grouped batches (for families that loop themselves)."""
-    items = list(zip(features, labels if labels is not None else [None] * len(features), strict=True))
-    sampler = LengthGroupedSampler([model.length(f) for f in features], batch_size, shuffle=shuffle, seed=seed)
-    return DataLoader(items, batch_sampler=sampler, collate_fn=_collate_fn(model, task.is_regression))  # type: ignore[arg-type]
+        return torch.tensor([float(e.label) for e in examples], dtype=torch.float32)  # type: ignore[arg-type]
+    return torch.tensor([task.label_index(str(e.label)) for e in examples], dtype=torch.long)
 
 
 def _loss_sum(task: TaskSpec, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -194,16 +248,20 @@ def predict_outputs(
     return restored
 
 
+_TRACKER_CHECKS = {"tensorboard": is_tensorboard_available, "mlflow": is_mlflow_available,
+                   "wandb": is_wandb_available}
+
+
 def make_accelerator(mixed_precision: str | None = None, trackers: Sequence[str] = (),
-                     tracker_dir: str | None = None) -> Accelerator:
+                     tracker_dir: str | None = None, *, unused_parameters: bool = False) -> Accelerator:
     """An accelerator for this machine (GPU when there is one) or for the ``accelerate launch`` setup.
 
     ``mixed_precision`` None keeps whatever the process already uses. accelerate fixes the precision once
     per process; a single process that trains again with another precision (a sweep, the Python API) gets
     the shared state reset, which is safe because nothing else holds it between trainings.
+    ``unused_parameters``: some parameters get no gradient in a step (multitask: the other tasks' heads),
+    which DDP must be told.
     """
-    from accelerate.state import AcceleratorState
-
     state = AcceleratorState._shared_state
     if (mixed_precision is not None and state and state.get("_mixed_precision") != mixed_precision
             and state.get("num_processes", 1) == 1):
@@ -211,21 +269,15 @@ def make_accelerator(mixed_precision: str | None = None, trackers: Sequence[str]
     for name in trackers:
         if name not in TRACKERS:
             raise ConfigError(f"unknown tracker {name!r} (choose from: {', '.join(TRACKERS)})")
-        if not _tracker_available(name):
+        if not _TRACKER_CHECKS[name]():
             raise ConfigError(f"tracker {name!r} is not installed (pip install {name})")
     return Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=mixed_precision,
         log_with=list(trackers) or None,
         project_dir=tracker_dir,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)] if unused_parameters else None,
     )
-
-
-def _tracker_available(name: str) -> bool:
-    from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
-
-    return {"tensorboard": is_tensorboard_available, "mlflow": is_mlflow_available,
-            "wandb": is_wandb_available}[name]()
 
 
 def predict(
@@ -262,13 +314,40 @@ def _seed_everything(*parts: int) -> None:
     np.random.seed(seed % (2**32))
 
 
-def _weights_bytes(module: nn.Module) -> bytes:
-    return save({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
+# ---- weights ----------------------------------------------------------------------------------------
+
+
+def weights_bytes(module: nn.Module) -> bytes:
+    """A module's weights as safetensors bytes; a tensor shared by several names is stored once."""
+    unique: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    for name, tensor in module.state_dict().items():
+        key = (tensor.data_ptr(), tuple(tensor.shape))
+        if key not in seen:
+            seen.add(key)
+            unique[name] = tensor.detach().cpu().contiguous()
+    return save(unique)
+
+
+def load_weights_bytes(module: nn.Module, data: bytes) -> None:
+    """The inverse of `weights_bytes`: names stored once load every module name that shares them."""
+    _load_state(module, load(data), "weights")
+
+
+def _load_state(module: nn.Module, weights: dict[str, torch.Tensor], where: str | Path) -> None:
+    result = module.load_state_dict(weights, strict=False)
+    expected = module.state_dict()
+    stored = {(expected[k].data_ptr(), tuple(expected[k].shape)) for k in weights if k in expected}
+    missing = [k for k in result.missing_keys if (expected[k].data_ptr(), tuple(expected[k].shape)) not in stored]
+    if missing or result.unexpected_keys:
+        names = (missing or list(result.unexpected_keys))[:3]
+        problem = "missing" if missing else "unexpected"
+        raise GluebenchError(f"weights do not fit this model ({problem} {', '.join(names)})", path=where)
 
 
 def save_weights(module: nn.Module, path: Path) -> None:
     """Weights only, in the safetensors format (no pickle), written atomically."""
-    atomic_write_bytes(path, _weights_bytes(module))
+    atomic_write_bytes(path, weights_bytes(module))
 
 
 def load_weights(module: nn.Module, path: Path) -> None:
@@ -280,23 +359,70 @@ def load_weights(module: nn.Module, path: Path) -> None:
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise GluebenchError(f"not a valid safetensors weights file ({exc})", path=path) from exc
     try:
-        module.load_state_dict(weights)
+        _load_state(module, weights, path)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise GluebenchError(f"weights do not fit this model ({first})", path=path) from exc
 
 
+# ---- where training stands --------------------------------------------------------------------------
+
+
+@dataclass
+class TaskProgress:
+    """One task's history and early-stopping bookkeeping."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_metric: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    seconds: float = 0.0
+    seen: int = 0
+
+
+@dataclass
+class TrainState:
+    """Where training stands: what a checkpoint's ``state.json`` holds besides the tensors.
+
+    ``epoch`` is the last finished epoch, or the epoch in progress when ``in_epoch`` (a step checkpoint's
+    place inside it: next optimiser step, per-task summed loss, examples and seconds so far) is set.
+    """
+
+    tasks: dict[str, TaskProgress]
+    epoch: int = 0
+    global_step: int = 0
+    train_seconds: float = 0.0
+    in_epoch: dict[str, Any] | None = None
+
+    @property
+    def next_epoch(self) -> int:
+        return self.epoch + (0 if self.in_epoch else 1)
+
+    def to_json(self, config: TrainConfig) -> dict[str, Any]:
+        return {"epoch": self.epoch, "global_step": self.global_step, "train_seconds": self.train_seconds,
+                "in_epoch": self.in_epoch, "tasks": {name: asdict(p) for name, p in self.tasks.items()},
+                "config": asdict(config)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainState:
+        return cls(tasks={name: TaskProgress(**p) for name, p in data["tasks"].items()}, epoch=data["epoch"],
+                   global_step=data["global_step"], train_seconds=data["train_seconds"],
+                   in_epoch=data.get("in_epoch"))
+
+
 # ---- checkpoints ------------------------------------------------------------------------------------
 #
 # checkpoint_dir/state.json                          where training stands; names the directory below
-# checkpoint_dir/step-000000042/model.safetensors    weights at that point
-#                              /best.safetensors     best weights so far (absent before the first epoch ends)
+# checkpoint_dir/step-000000042/model.safetensors    weights at that point (every task's module)
+#                              /best-TASK.safetensors  each task's best weights so far (after its first epoch)
 #                              /optimizer.pt         optimiser, schedule and loss-scaler tensors (weights_only)
 # A checkpoint directory is written under a temporary name and renamed into place; state.json is replaced
 # atomically afterwards and only then are older directories removed, so a kill at any moment leaves
 # state.json naming a complete checkpoint (or no state.json at all).
 
 _STEP_GLOB = "step-*"
+_RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "grad_accum", "seed",
+                "max_grad_norm", "mixed_precision", "temperature")
 
 
 def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
@@ -315,64 +441,107 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     return directory
 
 
-def _link_or_write(path: Path, data: bytes, same_content: Sequence[Path | None]) -> None:
+def _best_file(directory: Path, task: str) -> Path:
+    return directory / f"best-{task}.safetensors"
+
+
+class _Checkpoints:
+    """Writes and reads one training's checkpoints; only the main process writes."""
+
+    def __init__(self, directory: Path | None, accelerator: Accelerator) -> None:
+        self.directory = directory
+        self.accelerator = accelerator
+        self.best_on_disk: dict[str, Path] = {}  # a file holding a task's current best, while no newer exists
+
+    def clear(self) -> None:
+        """A fresh run never continues stale state."""
+        if self.directory is not None and self.accelerator.is_main_process:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def write(self, state: TrainState, config: TrainConfig, module: nn.Module, best: dict[str, bytes],
+              training_state: dict[str, Any]) -> None:
+        if self.directory is not None and self.accelerator.is_main_process:
+            target = self.directory / f"step-{state.global_step:09d}"
+            tmp = self.directory / f".{target.name}-{os.getpid()}.partial"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            atomic_write_bytes(tmp / "model.safetensors", weights_bytes(module))
+            for name, data in best.items():
+                _link_or_write(_best_file(tmp, name), data, self.best_on_disk.get(name))
+            buffer = io.BytesIO()
+            torch.save(training_state, buffer)
+            atomic_write_bytes(tmp / "optimizer.pt", buffer.getvalue())
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+            atomic_write_json(self.directory / "state.json", {**state.to_json(config), "dir": target.name})
+            for old in self.directory.iterdir():
+                if old != target and old.is_dir() and (old.match(_STEP_GLOB) or old.name.endswith(".partial")):
+                    shutil.rmtree(old, ignore_errors=True)
+            self.best_on_disk = {name: _best_file(target, name) for name in best}
+        self.accelerator.wait_for_everyone()
+
+    def newer_best(self, task: str) -> None:
+        """The task's best changed since the last checkpoint: its file there no longer holds it."""
+        self.best_on_disk.pop(task, None)
+
+    def read(self, config: TrainConfig, module: nn.Module,
+             optimizer: Any, scheduler: Any) -> tuple[TrainState, dict[str, bytes]] | None:
+        """Load the newest complete checkpoint into ``module``/``optimizer``/``scheduler``; its state and bests."""
+        # the main process picks the checkpoint, so every process resumes from the same one
+        checkpoint = share_from_main(latest_checkpoint(self.directory) if self.directory is not None else None)
+        if checkpoint is None:
+            return None
+        state_file = checkpoint.parent / "state.json"
+        saved = json.loads(state_file.read_text(encoding="utf-8"))
+        for key in _RESUME_KEYS:
+            if key in saved.get("config", {}) and saved["config"][key] != getattr(config, key):
+                raise ConfigError(f"cannot resume: the checkpoint was trained with {key}={saved['config'][key]!r}, "
+                                  f"this run asks for {getattr(config, key)!r}", path=state_file)
+        load_weights(module, checkpoint / "model.safetensors")
+        try:
+            tensors = torch.load(checkpoint / "optimizer.pt", weights_only=True, map_location="cpu")
+            optimizer.load_state_dict(tensors["optimizer"])
+            scheduler.load_state_dict(tensors["scheduler"])
+            if self.accelerator.scaler is not None and tensors.get("scaler"):
+                self.accelerator.scaler.load_state_dict(tensors["scaler"])
+            state = TrainState.from_json(saved)
+        except Exception as exc:  # weights_only refuses anything but tensors and plain containers
+            raise GluebenchError(f"checkpoint is damaged ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                                 f"remove {checkpoint.parent} to restart this task from scratch",
+                                 path=checkpoint) from exc
+        best = {name: _best_file(checkpoint, name).read_bytes() for name in state.tasks
+                if _best_file(checkpoint, name).is_file()}
+        self.best_on_disk = {name: _best_file(checkpoint, name) for name in best}
+        return state, best
+
+
+def _link_or_write(path: Path, data: bytes, same_content: Path | None) -> None:
     """Hard-link a file known to hold ``data`` (no second copy on disk), else write ``data``."""
-    for source in same_content:
-        if source is not None and source.is_file():
-            try:
-                os.link(source, path)
-                return
-            except OSError:
-                continue
+    if same_content is not None and same_content.is_file():
+        try:
+            os.link(same_content, path)
+            return
+        except OSError:
+            pass
     atomic_write_bytes(path, data)
-
-
-def _write_checkpoint(checkpoint_dir: Path, weights: bytes, best: bytes | None, best_on_disk: Path | None,
-                      training_state: dict[str, Any], state: dict[str, Any]) -> Path:
-    """Write a complete checkpoint directory and point state.json at it; returns the directory.
-
-    ``best`` is stored as a hard link when it is the same object as ``weights`` (this epoch is the best) or
-    when ``best_on_disk`` already holds it (no new best since the last checkpoint).
-    """
-    target = checkpoint_dir / f"step-{state['global_step']:09d}"
-    tmp = checkpoint_dir / f".{target.name}-{os.getpid()}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    atomic_write_bytes(tmp / "model.safetensors", weights)
-    if best is not None:
-        _link_or_write(tmp / "best.safetensors", best, [tmp / "model.safetensors" if best is weights else None,
-                                                        best_on_disk])
-    buffer = io.BytesIO()
-    torch.save(training_state, buffer)
-    atomic_write_bytes(tmp / "optimizer.pt", buffer.getvalue())
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-    atomic_write_json(checkpoint_dir / "state.json", {**state, "dir": target.name})
-    for old in checkpoint_dir.iterdir():
-        if old != target and old.is_dir() and (old.match(_STEP_GLOB) or old.name.endswith(".partial")):
-            shutil.rmtree(old, ignore_errors=True)
-    return target
-
-
-_RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "grad_accum", "seed",
-                "max_grad_norm", "mixed_precision")
-
-
-def _check_resumable(state: dict[str, Any], config: TrainConfig, checkpoint: Path) -> None:
-    saved = state.get("config", {})
-    for key in _RESUME_KEYS:
-        if key in saved and saved[key] != getattr(config, key):
-            raise ConfigError(f"cannot resume: the checkpoint was trained with {key}={saved[key]!r}, "
-                              f"this run asks for {getattr(config, key)!r}", path=checkpoint.parent / "state.json")
 
 
 # ---- the loop ---------------------------------------------------------------------------------------
 
 
-def _epoch_batches(lengths: Sequence[int], config: TrainConfig, epoch: int, processes: int) -> list[list[int]]:
-    """The global batches of one epoch; a final batch too small to give every process an example is dropped."""
-    batches = LengthGroupedSampler(lengths, config.batch_size, shuffle=True, seed=config.seed * 1000 + epoch).batches()
-    return [b for b in batches if len(b) >= processes]
+class TaskRouter(nn.Module):
+    """Every task's module under one parent, so one optimiser, one DDP wrapper and one autocast serve all.
+
+    Modules that share an encoder (multitask) share its parameters here too; they appear once in
+    ``parameters()``.
+    """
+
+    def __init__(self, modules: dict[str, nn.Module]) -> None:
+        super().__init__()
+        self.tasks = nn.ModuleDict(modules)
+
+    def forward(self, task: str, **batch: torch.Tensor) -> torch.Tensor:
+        return self.tasks[task](**batch)
 
 
 def _param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -380,6 +549,214 @@ def _param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]
     decay = [p for p in module.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in module.parameters() if p.requires_grad and p.ndim < 2]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@dataclass
+class _Encoded:
+    """A task's examples turned into features once, before the first epoch."""
+
+    data: TaskData
+    features: list[Feature]
+    targets: torch.Tensor
+    dev: dict[str, tuple[list[Feature], list[Example]]]
+
+
+def _encode(task: TaskData) -> _Encoded:
+    return _Encoded(task, task.model.encode(task.train), label_targets(task.spec, task.train),
+                    {split: (task.model.encode(examples), examples) for split, examples in task.dev.items()})
+
+
+@dataclass
+class _Run:
+    """What one training holds while it runs; the epoch steps below read and update it."""
+
+    config: TrainConfig
+    accelerator: Accelerator
+    tasks: dict[str, _Encoded]
+    sampler: TaskSampler
+    module: nn.Module  # the prepared (possibly DDP-wrapped) TaskRouter
+    router: TaskRouter
+    optimizer: Any
+    scheduler: Any
+    checkpoints: _Checkpoints
+    state: TrainState
+    best: dict[str, bytes]
+    on_epoch: EpochCallback | None
+
+    def active(self) -> list[str]:
+        patience = self.config.patience
+        return [name for name, progress in self.state.tasks.items() if progress.bad_epochs < patience]
+
+    def save(self) -> None:
+        training_state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                          "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler else None}
+        self.checkpoints.write(self.state, self.config, self.router, self.best, training_state)
+
+
+def _required(config: TrainConfig) -> tuple[int, int, float, float]:
+    if config.epochs is None or config.batch_size is None or config.lr is None:
+        raise ConfigError("training needs epochs, batch_size and lr (gluebench run takes them from the model "
+                          "family when not given)")
+    return config.epochs, config.batch_size, config.lr, config.warmup_ratio or 0.0
+
+
+def train_tasks(tasks: Sequence[TaskData], config: TrainConfig, *, checkpoint_dir: Path | None = None,
+                resume: bool = False, on_epoch: EpochCallback | None = None) -> dict[str, TrainOutcome]:
+    """Train the ``tasks`` together (one task: ordinary fine-tuning), early-stopping each on its main metric.
+
+    With ``checkpoint_dir`` the full state is saved after every epoch (and every ``checkpoint_steps``
+    optimiser steps); with ``resume`` the newest complete checkpoint there is loaded and training continues
+    where it stopped, reaching the same result as an uninterrupted run. Each task's best weights are in its
+    outcome (and its ``best_weights_path``); with one task they also end up in its module. Under
+    ``accelerate launch`` only the main process writes.
+    """
+    run = _start(tasks, config, checkpoint_dir, resume, on_epoch)
+    resumed_from = {"epoch": run.state.epoch, "global_step": run.state.global_step} if run.state.global_step else None
+    epochs = _required(config)[0]
+    if config.trackers:
+        run.accelerator.init_trackers(config.run_name, {k: v for k, v in asdict(config).items()
+                                                         if isinstance(v, int | float | str | bool)})
+    for epoch in range(run.state.next_epoch, epochs + 1):
+        active = run.active()
+        if not active:
+            break
+        _train_epoch(run, epoch, active)
+        _evaluate_epoch(run, epoch, active)
+        run.state.epoch, run.state.in_epoch = epoch, None
+        run.save()
+    if config.trackers:
+        run.accelerator.end_training()
+    run.module.eval()
+    outcomes = {name: _outcome(run, name, resumed_from) for name in run.tasks}
+    if len(tasks) == 1 and outcomes[tasks[0].spec.name].best_weights is not None:
+        load_weights_bytes(tasks[0].model.module, outcomes[tasks[0].spec.name].best_weights)  # type: ignore[arg-type]
+    return outcomes
+
+
+def _start(tasks: Sequence[TaskData], config: TrainConfig, checkpoint_dir: Path | None, resume: bool,
+           on_epoch: EpochCallback | None) -> _Run:
+    """Encode the tasks, build optimiser and schedule, and load the checkpoint when resuming."""
+    epochs, batch_size, lr, warmup = _required(config)
+    accelerator = make_accelerator(config.mixed_precision, config.trackers, config.tracker_dir,
+                                   unused_parameters=len(tasks) > 1)
+    if batch_size < accelerator.num_processes:
+        raise ConfigError(f"batch size {batch_size} is smaller than the {accelerator.num_processes} processes")
+    _seed_everything(config.seed)
+    encoded = {task.spec.name: _encode(task) for task in tasks}
+    sampler = TaskSampler({name: [e.data.model.length(f) for f in e.features] for name, e in encoded.items()},
+                          batch_size, config.seed, config.temperature, accelerator.num_processes)
+    names = list(encoded)
+    batches_per_epoch = len(sampler.epoch(1, names)) if len(names) == 1 else sum(map(sampler.batch_count, names))
+    total_steps = max(1, math.ceil(batches_per_epoch / config.grad_accum) * epochs)
+    router = TaskRouter({name: e.data.model.module for name, e in encoded.items()})
+    optimizer = torch.optim.AdamW(_param_groups(router, config.weight_decay), lr=lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * total_steps), total_steps)
+    module, optimizer = accelerator.prepare(router, optimizer)
+    checkpoints = _Checkpoints(checkpoint_dir, accelerator)
+    state, best = TrainState({name: TaskProgress() for name in names}), {}
+    restored = checkpoints.read(config, router, optimizer, scheduler) if resume else None
+    if restored is not None:
+        state, best = restored
+    else:
+        checkpoints.clear()
+    return _Run(config, accelerator, encoded, sampler, module, router, optimizer, scheduler, checkpoints, state,
+                best, on_epoch)
+
+
+def _train_epoch(run: _Run, epoch: int, active: list[str]) -> None:
+    """One pass over the epoch's optimiser steps (from a step checkpoint's place when resuming inside it)."""
+    config, accelerator, state = run.config, run.accelerator, run.state
+    sequence = run.sampler.epoch(epoch, active)
+    steps = [sequence[i : i + config.grad_accum] for i in range(0, len(sequence), config.grad_accum)]
+    place = state.in_epoch or {}
+    first = place.get("step", 0)
+    loss = {name: place.get("loss", {}).get(name, 0.0) for name in active}
+    seen = {name: place.get("seen", {}).get(name, 0) for name in active}
+    seconds = {name: place.get("seconds", {}).get(name, 0.0) for name in active}
+    _seed_everything(config.seed, epoch, first)
+    run.module.train()
+    label = active[0] if len(run.tasks) == 1 else "multitask"
+    bar = tqdm(range(first, len(steps)), desc=f"{label} epoch {epoch}/{config.epochs}", leave=False,
+               disable=not (config.progress and accelerator.is_local_main_process))
+    for g in bar:
+        started = time.perf_counter()
+        step_loss, step_seen = _optimizer_step(run, steps[g])
+        elapsed = time.perf_counter() - started
+        total = sum(step_seen.values())
+        for name, count in step_seen.items():
+            loss[name] += step_loss[name]
+            seen[name] += count
+            seconds[name] += elapsed * count / total
+        state.global_step += 1
+        if config.checkpoint_steps and state.global_step % config.checkpoint_steps == 0 and g + 1 < len(steps):
+            state.epoch, state.in_epoch = epoch, {"step": g + 1, "loss": loss, "seen": seen, "seconds": seconds}
+            run.save()
+            _seed_everything(config.seed, epoch, g + 1)
+    for name in active:
+        totals = accelerator.reduce(torch.tensor([loss[name], float(seen[name])], device=accelerator.device), "sum")
+        progress = state.tasks[name]
+        progress.seconds += seconds[name]
+        progress.seen += int(totals[1])
+        progress.history.append({"epoch": epoch, "train_loss": float(totals[0] / max(totals[1], 1)),
+                                 "seconds": seconds[name],
+                                 "examples_per_second": float(totals[1]) / seconds[name] if seconds[name] else 0.0})
+    state.train_seconds += sum(seconds.values())
+
+
+def _optimizer_step(run: _Run, batches: list[tuple[str, list[int]]]) -> tuple[dict[str, float], dict[str, int]]:
+    """Forward and backward over one step's global batches (accumulated), then one optimiser update."""
+    accelerator, processes = run.accelerator, run.accelerator.num_processes
+    group_size = sum(len(batch) for _, batch in batches)
+    loss: dict[str, float] = {}
+    seen: dict[str, int] = {}
+    for k, (name, global_batch) in enumerate(batches):
+        task = run.tasks[name]
+        mine = _share(global_batch, accelerator)
+        batch = _to_device(task.data.model.collate([task.features[i] for i in mine]), accelerator.device)
+        labels = task.targets[mine].to(accelerator.device)
+        syncing = k == len(batches) - 1
+        with contextlib.nullcontext() if syncing else accelerator.no_sync(run.module):
+            summed = _loss_sum(task.data.spec, run.module(name, **batch), labels)
+            accelerator.backward(summed * (processes / group_size))
+        loss[name] = loss.get(name, 0.0) + summed.item()
+        seen[name] = seen.get(name, 0) + len(mine)
+    if run.config.max_grad_norm:
+        accelerator.clip_grad_norm_(run.router.parameters(), run.config.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss, seen
+
+
+def _evaluate_epoch(run: _Run, epoch: int, active: list[str]) -> None:
+    """Dev metrics of every still-training task; a new best keeps that task's weights (shared encoder too)."""
+    for name in active:
+        task, progress = run.tasks[name], run.state.tasks[name]
+        metrics, _ = evaluate(task.data.model, task.data.spec, task.dev, run.accelerator, run.config.eval_batch_size)
+        record = progress.history[-1]
+        record.update(metrics)
+        main = metrics[task.data.spec.main_metric]
+        if main > progress.best_metric:
+            progress.best_metric, progress.best_epoch, progress.bad_epochs = main, epoch, 0
+            run.best[name] = weights_bytes(task.data.model.module)
+            run.checkpoints.newer_best(name)
+            if task.data.best_weights_path is not None and run.accelerator.is_main_process:
+                atomic_write_bytes(task.data.best_weights_path, run.best[name])
+        else:
+            progress.bad_epochs += 1
+        if run.config.trackers:
+            prefix = "" if len(run.tasks) == 1 else f"{name}/"
+            run.accelerator.log({f"{prefix}{k}": v for k, v in record.items() if k != "epoch"}, step=epoch)
+        if run.on_epoch is not None and run.accelerator.is_main_process:
+            run.on_epoch(name, record)
+
+
+def _outcome(run: _Run, name: str, resumed_from: dict[str, int] | None) -> TrainOutcome:
+    progress, spec = run.state.tasks[name], run.tasks[name].data.spec
+    best = next((h for h in progress.history if h["epoch"] == progress.best_epoch),
+                progress.history[-1] if progress.history else {})
+    return TrainOutcome(progress.history, progress.best_epoch, {k: best[k] for k in spec.metric_keys if k in best},
+                        progress.seconds, progress.seen, run.best.get(name), resumed_from)
 
 
 def train(
@@ -394,154 +771,14 @@ def train(
     resume: bool = False,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainOutcome:
-    """Train ``model`` on ``train_examples``, early-stopping on the task's main dev metric.
-
-    With ``checkpoint_dir`` the full state is saved after every epoch (and every ``checkpoint_steps``
-    optimiser steps); with ``resume`` the newest complete checkpoint there is loaded and training continues
-    where it stopped, reaching the same result as an uninterrupted run. The best epoch's weights end up in
-    the module (and in ``best_weights_path``). Under ``accelerate launch`` only the main process writes.
-    """
-    accelerator = make_accelerator(config.mixed_precision, config.trackers, config.tracker_dir)
-    processes = accelerator.num_processes
-    if config.batch_size < processes:
-        raise ConfigError(f"batch size {config.batch_size} is smaller than the {processes} processes")
-    _seed_everything(config.seed)
-    train_features = model.encode(train_examples)
-    targets = torch.tensor(label_targets(task, train_examples),
-                           dtype=torch.float32 if task.is_regression else torch.long)
-    lengths = [model.length(f) for f in train_features]
-    dev = {split: (model.encode(examples), examples) for split, examples in dev_examples.items()}
-
-    steps_per_epoch = math.ceil(len(_epoch_batches(lengths, config, 1, processes)) / config.grad_accum)
-    total_steps = max(1, steps_per_epoch * config.epochs)
-    optimizer = torch.optim.AdamW(_param_groups(model.module, config.weight_decay), lr=config.lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-    module, optimizer = accelerator.prepare(model.module, optimizer)
-    unwrapped = accelerator.unwrap_model(module)
-    params = [p for p in unwrapped.parameters() if p.requires_grad]
-
-    history: list[dict[str, Any]] = []
-    best_metric, best_epoch, bad_epochs, start_epoch, train_seconds, global_step = -math.inf, 0, 0, 1, 0.0, 0
-    best_weights: bytes | None = None
-    best_on_disk: Path | None = None  # a checkpoint file holding best_weights, while no newer best exists
-    progress: dict[str, Any] = {}  # a step checkpoint's place inside its epoch
-    # the main process picks the checkpoint, so every process resumes from the same one
-    checkpoint = share_from_main(latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None and resume else None)
-    if checkpoint is not None:
-        state = json.loads((checkpoint.parent / "state.json").read_text(encoding="utf-8"))
-        _check_resumable(state, config, checkpoint)
-        load_weights(unwrapped, checkpoint / "model.safetensors")
-        try:
-            saved = torch.load(checkpoint / "optimizer.pt", weights_only=True, map_location="cpu")
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            if accelerator.scaler is not None and saved.get("scaler"):
-                accelerator.scaler.load_state_dict(saved["scaler"])
-            history, best_metric, best_epoch = state["history"], state["best_metric"], state["best_epoch"]
-            bad_epochs, train_seconds = state["bad_epochs"], state["train_seconds"]
-            global_step, progress = state["global_step"], state.get("in_epoch") or {}
-            start_epoch = state["epoch"] + (0 if progress else 1)
-        except Exception as exc:  # weights_only refuses anything but tensors and plain containers
-            raise GluebenchError(f"checkpoint is damaged ({type(exc).__name__}); remove {checkpoint.parent} to "
-                                 "restart this task from scratch", path=checkpoint) from exc
-        if (checkpoint / "best.safetensors").is_file():
-            best_weights = (checkpoint / "best.safetensors").read_bytes()
-            best_on_disk = checkpoint / "best.safetensors"
-    elif checkpoint_dir is not None and accelerator.is_main_process:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # a fresh run never continues stale state
-
-    def save_checkpoint(epoch: int, in_epoch: dict[str, Any] | None) -> None:
-        nonlocal best_on_disk
-        if checkpoint_dir is not None and accelerator.is_main_process:
-            training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                              "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None}
-            just_best = in_epoch is None and best_epoch == epoch and best_weights is not None
-            weights = best_weights if just_best else _weights_bytes(unwrapped)
-            target = _write_checkpoint(checkpoint_dir, weights, best_weights, best_on_disk, training_state, {
-                "epoch": epoch, "global_step": global_step, "in_epoch": in_epoch, "history": history,
-                "best_metric": best_metric, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                "train_seconds": train_seconds, "config": asdict(config),
-            })
-            best_on_disk = target / "best.safetensors" if best_weights is not None else None
-        accelerator.wait_for_everyone()
-
-    if config.trackers:
-        accelerator.init_trackers(config.run_name, {k: v for k, v in asdict(config).items()
-                                                     if isinstance(v, int | float | str | bool)})
-    main = task.main_metric
-    for epoch in range(start_epoch, config.epochs + 1):
-        if bad_epochs >= config.patience:
-            break
-        groups = _epoch_batches(lengths, config, epoch, processes)
-        groups = [groups[i : i + config.grad_accum] for i in range(0, len(groups), config.grad_accum)]
-        first_group = progress.get("step_in_epoch", 0)
-        _seed_everything(config.seed, epoch, first_group)
-        loss_sum, seen, epoch_seconds = progress.get("loss_sum", 0.0), progress.get("seen", 0), progress.get(
-            "seconds", 0.0)
-        progress = {}
-        module.train()
-        started = time.perf_counter()
-        bar = tqdm(range(first_group, len(groups)), desc=f"{task.name} epoch {epoch}/{config.epochs}", leave=False,
-                   disable=not (config.progress and accelerator.is_local_main_process))
-        for g in bar:
-            group = groups[g]
-            group_size = sum(len(b) for b in group)
-            for k, global_batch in enumerate(group):
-                mine = _share(global_batch, accelerator)
-                batch = _to_device(model.collate([train_features[i] for i in mine]), accelerator.device)
-                labels = targets[mine].to(accelerator.device)
-                syncing = k == len(group) - 1
-                with contextlib.nullcontext() if syncing else accelerator.no_sync(module):
-                    summed = _loss_sum(task, module(**batch), labels)
-                    accelerator.backward(summed * (processes / group_size))
-                loss_sum += summed.item()
-                seen += len(mine)
-            if config.max_grad_norm:
-                accelerator.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            global_step += 1
-            if config.checkpoint_steps and global_step % config.checkpoint_steps == 0 and g + 1 < len(groups):
-                elapsed = time.perf_counter() - started
-                save_checkpoint(epoch, {"step_in_epoch": g + 1, "loss_sum": loss_sum, "seen": seen,
-                                        "seconds": epoch_seconds + elapsed})
-                _seed_everything(config.seed, epoch, g + 1)
-        epoch_seconds += time.perf_counter() - started
-        train_seconds += epoch_seconds
-        totals = accelerator.reduce(torch.tensor([loss_sum, float(seen)], device=accelerator.device), "sum")
-        metrics, _ = evaluate(model, task, dev, accelerator, config.eval_batch_size)
-        record = {"epoch": epoch, "train_loss": float(totals[0] / max(totals[1], 1)), "seconds": epoch_seconds,
-                  "examples_per_second": float(totals[1]) / epoch_seconds if epoch_seconds else 0.0, **metrics}
-        history.append(record)
-        if metrics[main] > best_metric:
-            best_metric, best_epoch, bad_epochs = metrics[main], epoch, 0
-            best_weights, best_on_disk = _weights_bytes(unwrapped), None
-            if best_weights_path is not None and accelerator.is_main_process:
-                atomic_write_bytes(best_weights_path, best_weights)
-        else:
-            bad_epochs += 1
-        if config.trackers:
-            accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
-        if on_epoch is not None and accelerator.is_main_process:
-            on_epoch(record)
-        save_checkpoint(epoch, None)
-
-    if config.trackers:
-        accelerator.end_training()
-    if best_weights is not None:
-        unwrapped.load_state_dict(_load_bytes(best_weights))
-    module.eval()
-    best = next((h for h in history if h["epoch"] == best_epoch), history[-1] if history else {})
-    best_metrics = {k: best[k] for k in task.metric_keys if k in best}
-    seen_total = len(train_features) * len(history)
-    return TrainOutcome(history, best_epoch, best_metrics, train_seconds, seen_total)
+    """Train ``model`` on one task: the one-task case of `train_tasks`; the best epoch's weights end in it."""
+    data = TaskData(task, model, train_examples, dev_examples, best_weights_path)
+    outcomes = train_tasks([data], config, checkpoint_dir=checkpoint_dir, resume=resume,
+                           on_epoch=None if on_epoch is None else lambda _name, record: on_epoch(record))
+    return outcomes[task.name]
 
 
-def _load_bytes(data: bytes) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load
-
-    return load(data)
+# ---- processes --------------------------------------------------------------------------------------
 
 
 def process_state() -> PartialState:
@@ -567,4 +804,5 @@ def share_from_main(value: T) -> T:
     """The main process's ``value`` on every process, so all agree (the value itself without ``accelerate launch``)."""
     if process_state().num_processes == 1:
         return value
-    return broadcast_object_list([value], from_process=0)[0]
+    result: T = broadcast_object_list([value], from_process=0)[0]
+    return result

@@ -1,0 +1,160 @@
+"""What a run reads and leaves behind, shared by every workflow (run, multitask, sweep, analysis, reports).
+
+Workflows meet here instead of importing each other: the examples a run trains on (a fixed slice of the
+official files), whether a named task can run at all, a task's prediction and result files, reloading a
+saved task model, and the mean ± std over seeds that ``run.json`` holds. The file layout itself is
+`gluebench.runs.RunPaths`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import stat
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gluebench.config import load_config
+from gluebench.data.locate import has_split, split_path
+from gluebench.data.read import Example, Label, read_split
+from gluebench.models import TaskModel, get_family
+from gluebench.runs import RunPaths, atomic_write_json, read_json, write_tsv
+from gluebench.tasks import TASKS, TaskSpec
+from gluebench.training import TrainConfig, TrainOutcome, load_weights, predict
+
+TIMING_KEYS = ("train_seconds", "examples_per_second", "predict_seconds")
+
+
+# ---- inputs -----------------------------------------------------------------------------------------
+
+
+def subsample(examples: list[Example], limit: int | None, seed: int = 0) -> list[Example]:
+    """A fixed random slice of the training set (the same for every seed, so seeds vary only the model)."""
+    if limit is None or limit >= len(examples):
+        return examples
+    chosen = sorted(random.Random(seed).sample(range(len(examples)), limit))
+    return [examples[i] for i in chosen]
+
+
+@dataclass
+class TaskExamples:
+    """A task's examples for one run: the (sliced) training set, every dev split and every test split found."""
+
+    train: list[Example]
+    dev: dict[str, list[Example]]
+    tests: dict[str, list[Example]]
+
+    def every(self) -> list[Example]:
+        """All texts the run will see (vocabularies are built from them)."""
+        return self.train + [e for group in (*self.dev.values(), *self.tests.values()) for e in group]
+
+
+def read_task(spec: TaskSpec, data_dir: Path, max_train_examples: int | None) -> TaskExamples:
+    return TaskExamples(
+        subsample(read_split(spec, "train", data_dir), max_train_examples),
+        {split: read_split(spec, split, data_dir) for split in spec.dev_splits},
+        {split: read_split(spec, split, data_dir) for split in spec.test_files if has_split(spec, split, data_dir)},
+    )
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a data file (None: it can)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return "is a dangling link" if os.path.islink(path) else "is missing"
+    except OSError as exc:
+        return "is a link that loops" if exc.errno == errno.ELOOP else f"cannot be read ({exc.strerror})"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a directory, not a file"
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    return None
+
+
+def training_problems(spec: TaskSpec, data_dir: Path) -> list[tuple[Path, str]]:
+    """The files a task needs to be trained and evaluated that cannot be read, with why."""
+    needed = ["train", *spec.dev_splits] if spec.has_train else list(spec.dev_splits)
+    problems = [(split_path(spec, split, data_dir), _file_problem(split_path(spec, split, data_dir)))
+                for split in needed]
+    return [(path, why) for path, why in problems if why is not None]
+
+
+# ---- outputs ----------------------------------------------------------------------------------------
+
+
+def write_predictions(paths: RunPaths, task: TaskSpec, seed: int, split: str, examples: Sequence[Example],
+                      preds: Sequence[Label]) -> None:
+    """``SPLIT_predictions.tsv``: index, prediction (and gold where the split is labeled)."""
+    def fmt(value: Label | None) -> str:
+        return f"{value:.3f}" if task.is_regression and isinstance(value, float) else str(value)
+
+    if examples and examples[0].label is not None:
+        labeled = [(e.index, fmt(p), fmt(e.label)) for e, p in zip(examples, preds, strict=True)]
+        write_tsv(paths.predictions(task.name, seed, split), ["index", "prediction", "gold"], labeled)
+    else:
+        unlabeled = [(e.index, fmt(p)) for e, p in zip(examples, preds, strict=True)]
+        write_tsv(paths.predictions(task.name, seed, split), ["index", "prediction"], unlabeled)
+
+
+def predict_splits(paths: RunPaths, model: TaskModel, spec: TaskSpec, seed: int, examples: TaskExamples,
+                   *, write: bool) -> None:
+    """Predict every dev and test split with ``model`` (all processes take part); ``write`` on the main one."""
+    for split, group in (*examples.dev.items(), *examples.tests.items()):
+        preds = predict(model, spec, group)
+        if write:
+            write_predictions(paths, spec, seed, split, group, preds)
+
+
+def task_result(spec: TaskSpec, seed: int, outcome: TrainOutcome, examples: TaskExamples, config: TrainConfig,
+                model: TaskModel, predict_seconds: float, **extra: Any) -> dict[str, Any]:
+    """The ``result.json`` of one (task, seed)."""
+    return {
+        "task": spec.name, "seed": seed, "metrics": outcome.best_metrics, "best_epoch": outcome.best_epoch,
+        "epochs_run": len(outcome.history), "train_examples": len(examples.train),
+        "train_seconds": outcome.train_seconds, "examples_per_second": outcome.examples_per_second,
+        "predict_seconds": predict_seconds, "config": config.__dict__,
+        "coverage": model.metadata().get("coverage"), "resumed_from": outcome.resumed_from, **extra,
+    }
+
+
+def write_task_outputs(paths: RunPaths, spec: TaskSpec, seed: int, outcome: TrainOutcome,
+                       result: dict[str, Any]) -> None:
+    atomic_write_json(paths.history(spec.name, seed), outcome.history)
+    atomic_write_json(paths.result(spec.name, seed), result)
+
+
+def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean, std and per-seed metrics (and timing) of one task over its seeds, as ``run.json`` holds them."""
+    keys = results[0]["metrics"].keys()
+    mean = {k: statistics.fmean(r["metrics"][k] for r in results) for k in keys}
+    std = {k: statistics.stdev([r["metrics"][k] for r in results]) if len(results) > 1 else 0.0 for k in keys}
+    timing = {k: statistics.fmean(r.get(k, 0.0) for r in results) for k in TIMING_KEYS}
+    categories = results[0].get("categories")
+    return {"mean": mean, "std": std, "per_seed": [r["metrics"] for r in results],
+            "seeds": [r["seed"] for r in results], **timing,
+            **{k: results[0][k] for k in ("predicted_by", "coverage", "train_examples") if k in results[0]},
+            **({"categories": {c: statistics.fmean(r["categories"][c] for r in results) for c in categories}}
+               if categories else {})}
+
+
+# ---- reading a run back -----------------------------------------------------------------------------
+
+
+def load_task_model(run_dir: Path, task: str, seed: int | None = None) -> tuple[TaskModel, TaskSpec]:
+    """Rebuild a trained model from a run directory (family, metadata, safetensors weights)."""
+    paths = RunPaths(Path(run_dir))
+    config = load_config(paths.config)
+    spec = TASKS[task]
+    seed = config.seeds[0] if seed is None else seed
+    meta = read_json(paths.seed_dir(task, seed) / "model_meta.json")
+    model = get_family(config.model).restore(spec, meta, config.family_options())
+    load_weights(model.module, paths.weights(task, seed))
+    return model, spec
