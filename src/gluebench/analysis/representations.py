@@ -11,9 +11,13 @@ Two choices keep the comparison about the models, not their inputs:
 
 - every model sees exactly the same input: each probe is one sentence, given alone (a pair-task model sees it
   with an empty second text), so differences come from the weights only;
-- models with a word vocabulary (the static family builds one per task from that task's texts) only see
-  probe sentences that every model reads as the same known words; otherwise a word unknown to one task would
-  read as the zero UNK vector there (or a compound as its parts), a vocabulary artifact, not anything learned.
+- models with a word vocabulary built per task (`Capability.TASK_VOCABULARY`: the static family builds one
+  from each task's texts) only see probe sentences that every model reads as the same known words; otherwise
+  a word unknown to one task would read as the zero UNK vector there (or a compound as its parts), a
+  vocabulary artifact, not anything learned.
+
+Everything model-specific comes through the family contract (`gluebench.models.base`): layers from
+`TaskModel.layer_outputs`, word vectors from the WORD_EMBEDDINGS accessors.
 """
 
 from __future__ import annotations
@@ -28,12 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 from scipy.stats import spearmanr
-from torch import nn
 
 from gluebench.analysis.cka import cka_matrix, cosine_matrix, linear_cka
+from gluebench.config import load_config
 from gluebench.data.read import Example, read_split
 from gluebench.errors import GluebenchError
-from gluebench.models.base import TaskModel
+from gluebench.models import Capability, TaskModel, get_family
 from gluebench.runs import RunPaths, atomic_write_bytes, atomic_write_json, atomic_write_text, now_iso, read_json
 from gluebench.tasks import TASKS, TaskSpec, get_task
 
@@ -53,15 +57,15 @@ class LoadedRun:
     config: Any
 
 
-def _frozen_embeddings(module: nn.Module) -> bool | None:
-    """True when the model's word embeddings are frozen, None when it has no embedding layer."""
-    embeddings = [m for m in module.modules() if isinstance(m, nn.Embedding)]
-    return None if not embeddings else not embeddings[0].weight.requires_grad
+def _frozen_embeddings(model: TaskModel) -> bool | None:
+    """True when the model's word embeddings are frozen, None when it has none."""
+    if Capability.WORD_EMBEDDINGS not in model.capabilities:
+        return None
+    return not model.word_embedding().requires_grad
 
 
 def load_run(run_dir: Path, seed: int | None = None, tasks: Sequence[str] | None = None) -> LoadedRun:
     """Every task model a run trained for ``seed`` (default: its first seed), AX excluded."""
-    from gluebench.config import load_config
     from gluebench.runner import load_task_model
 
     paths = RunPaths(Path(run_dir))
@@ -75,7 +79,7 @@ def load_run(run_dir: Path, seed: int | None = None, tasks: Sequence[str] | None
         raise GluebenchError(f"needs models of at least two tasks for seed {seed}, found {names or 'none'}",
                              path=paths.root)
     models = {name: load_task_model(paths.root, name, seed)[0] for name in names}
-    frozen = _frozen_embeddings(next(iter(models.values())).module)
+    frozen = _frozen_embeddings(next(iter(models.values())))
     label = config.model
     if frozen:
         label += " (frozen embeddings)"
@@ -84,30 +88,20 @@ def load_run(run_dir: Path, seed: int | None = None, tasks: Sequence[str] | None
     return LoadedRun(paths.root, label, config.model, seed, frozen, models, config)
 
 
-def _word_vocabulary(model: TaskModel) -> Any | None:
-    from gluebench.embeddings import Vocabulary
-
-    vocab = getattr(model, "vocab", None)
-    return vocab if isinstance(vocab, Vocabulary) else None
-
-
 def read_alike(sentence: str, models: Sequence[TaskModel]) -> bool:
-    """True when every model with a word vocabulary reads ``sentence`` as the same known words.
+    """True when every model with a per-task vocabulary reads ``sentence`` as the same known words.
 
-    Vocabularies differ per task, so a word may be unknown to one model (UNK), or a compound may be one
+    Such vocabularies differ per task, so a word may be unknown to one model (UNK), or a compound may be one
     word in one vocabulary and its parts in another; either would make inputs differ.
     """
-    from gluebench.embeddings import Vocabulary
-
     readings = set()
     for model in models:
-        vocab = _word_vocabulary(model)
-        if vocab is None:
+        if Capability.TASK_VOCABULARY not in model.capabilities:
             continue
-        ids = vocab.encode(sentence)
-        if Vocabulary.UNK in ids:
+        words = model.read_words(sentence)
+        if None in words:
             return False
-        readings.add(tuple(vocab.words[i - 2] for i in ids))
+        readings.add(tuple(words))
     return len(readings) <= 1
 
 
@@ -166,43 +160,18 @@ def initial_model(run: LoadedRun, task: str, sentences: Sequence[str]) -> TaskMo
     Each task gets its own seed (derived from the run's), so fresh models of different tasks are independent
     random starts, as they are in a run (where per-task vocabularies already make their random draws differ).
     """
-    from gluebench.models.base import get_family
-
     examples = [Example(index=i, text_a=s) for i, s in enumerate(sentences)]
     seed = run.seed * 1000 + list(TASKS).index(task)
     return get_family(run.model_name).build(TASKS[task], examples, run.config.family_options(), seed)
 
 
-def original_embedding_rows(model: TaskModel, start: TaskModel, config: Any) -> tuple[np.ndarray, list[str] | None]:
-    """The trained model's word-embedding rows as they were before training, and their words when known.
-
-    Word-vector models: the original vectors of the model's own vocabulary, re-read from the run's embeddings
-    source. Others: the same embedding of a fresh model (the pretrained weights).
-    """
-    trained = next(m for m in model.module.modules() if isinstance(m, nn.Embedding)).weight
-    vocab = _word_vocabulary(model)
-    if vocab is not None:
-        from gluebench.embeddings import load_vectors
-
-        vectors = load_vectors(config.embeddings, set(vocab.words))
-        row = {w: i for i, w in enumerate(vectors.words)}
-        original = np.zeros(tuple(trained.shape), dtype=np.float32)
-        for word, index in vocab.index.items():
-            if word in row:
-                original[index] = vectors.vectors[row[word]]
-        return original, ["<pad>", "<unk>", *vocab.words]
-    initial = next(m for m in start.module.modules() if isinstance(m, nn.Embedding)).weight
-    if initial.shape != trained.shape:
-        raise GluebenchError("the fresh model's embedding differs in shape from the trained one")
-    return initial.detach().float().cpu().numpy(), None
-
-
-def embedding_drift(model: TaskModel, start: TaskModel, config: Any) -> dict[str, Any]:
-    """Per word: ||w' - w|| / ||w|| and (||w'|| - ||w||) / ||w|| against the original vectors."""
-    trained = next(m for m in model.module.modules() if isinstance(m, nn.Embedding)).weight
-    after = trained.detach().float().cpu().numpy()
-    before, listed = original_embedding_rows(model, start, config)
-    words: list[str] | dict[int, str] | None = listed
+def embedding_drift(model: TaskModel, config: Any) -> dict[str, Any]:
+    """Per word: ||w' - w|| / ||w|| and (||w'|| - ||w||) / ||w|| against the vectors training started from."""
+    after = model.word_embedding().detach().float().cpu().numpy()
+    before = model.pretrained_word_embedding(config.family_options()).float().cpu().numpy()
+    if before.shape != after.shape:
+        raise GluebenchError(f"the pretrained word embedding has shape {before.shape}, the trained {after.shape}")
+    words = model.word_vocabulary()
     norms = np.linalg.norm(before, axis=1)
     rows = np.nonzero(norms > 0)[0]
     displacement = np.linalg.norm(after[rows] - before[rows], axis=1) / norms[rows]
@@ -216,14 +185,11 @@ def embedding_drift(model: TaskModel, start: TaskModel, config: Any) -> dict[str
                 "p90": float(np.percentile(values, 90)), "max": float(values.max())}
 
     top = rows[np.argsort(-displacement)[:8]]
-    tokenizer = getattr(model, "tokenizer", None)
-    if words is None and tokenizer is not None and hasattr(tokenizer, "convert_ids_to_tokens"):
-        words = dict(zip(top.tolist(), tokenizer.convert_ids_to_tokens(top.tolist()), strict=True))
     return {
         "words": len(rows), "moved": int(moved.sum()), "moved_share": float(moved.mean()) if len(rows) else 0.0,
         "relative_displacement": stats(displacement), "relative_displacement_moved": stats(displacement[moved]),
         "relative_norm_change": stats(norm_change), "relative_norm_change_moved": stats(norm_change[moved]),
-        "most_moved": [{"word": words[int(i)] if words else int(i),
+        "most_moved": [{"word": words[int(i)],
                         "relative_displacement": float(np.linalg.norm(after[i] - before[i]) / norms[i])} for i in top],
     }
 
@@ -252,8 +218,8 @@ def analyze_run(run: LoadedRun, sentences: Sequence[str]) -> dict[str, Any]:
         for layer in layers:
             if layer in initial[task]:
                 drift[layer][task] = linear_cka(reps[task][layer], initial[task][layer])
-        if _frozen_embeddings(model.module) is False:
-            words[task] = embedding_drift(model, start, run.config)
+        if _frozen_embeddings(model) is False:
+            words[task] = embedding_drift(model, run.config)
     before = {layer: _offdiag(cka_matrix([initial[t][layer] for t in tasks])) for layer in layers
               if all(layer in initial[t] for t in tasks)}
     results = {t: RunPaths(run.root).result(t, run.seed) for t in tasks}

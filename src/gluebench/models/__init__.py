@@ -1,7 +1,7 @@
-"""Model families; importing this package registers them (see `gluebench.models.base`)."""
+"""Model families behind one contract (`gluebench.models.base`), found by name (`gluebench.models.registry`)."""
 
-import gluebench.models.static  # registers glove-*
-import gluebench.models.transformer  # noqa: F401  (registers minilm, hf:)
-from gluebench.models.base import FAMILIES, FamilyOptions, ModelFamily, TaskModel, get_family
+from gluebench.models.base import Capability, FamilyOptions, ModelFamily, TaskModel, UnsupportedCapability
+from gluebench.models.registry import FAMILIES, get_family
 
-__all__ = ["FAMILIES", "FamilyOptions", "ModelFamily", "TaskModel", "get_family"]
+__all__ = ["FAMILIES", "Capability", "FamilyOptions", "ModelFamily", "TaskModel", "UnsupportedCapability",
+           "get_family"]

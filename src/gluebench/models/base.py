@@ -1,15 +1,23 @@
-"""The one small interface every model family implements.
+"""The contract every model family implements, with its optional capabilities declared.
 
 A *family* (GloVe + CBOW/BiLSTM/Transformer, a pretrained Transformer, ...) knows how to build a
 `TaskModel` for one task: a torch module plus the code that turns `Example`s into tensors. The shared
 training loop (`gluebench.training`) does everything else (batching, optimisation, early stopping,
 checkpoints, prediction), so `run`, `sweep` and `analysis` never care which family it is.
+
+What only some families offer is a `Capability`, declared in ``capabilities`` (on the family, and on the
+task models it builds) so that callers ask ``Capability.X in family.capabilities`` instead of probing for
+attributes. The method behind a capability that is not declared raises `UnsupportedCapability`, one line
+that names the model and what it lacks. ``tests/test_family_contract.py`` checks every registered family
+against this contract.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,69 +31,90 @@ Feature = dict[str, Any]
 Batch = dict[str, torch.Tensor]
 
 
-class TaskModel(Protocol):
+class Capability(enum.Enum):
+    """What a family may offer beyond build / encode / collate / restore (the value is how errors name it)."""
+
+    MULTITASK = "multitask training (one shared encoder, a head per task)"  # ModelFamily.build_multitask
+    LAYER_OUTPUTS = "per-layer outputs"  # TaskModel.layer_outputs
+    WORD_EMBEDDINGS = "word embeddings"  # TaskModel.word_embedding, word_vocabulary, read_words, ...
+    # not a method but a property analysis relies on: the word vocabulary is built from the task's own texts,
+    # so models of different tasks may read one sentence differently (a word one of them lacks reads as UNK)
+    TASK_VOCABULARY = "a word vocabulary built per task"
+
+
+class UnsupportedCapability(GluebenchError):
+    """A capability was used that the model family does not declare."""
+
+    def __init__(self, model: str, capability: Capability) -> None:
+        super().__init__(f"{model} does not offer {capability.value}")
+        self.capability = capability
+
+
+class TaskModel(ABC):
     """A model for one task: ``module(**collate(features))`` returns logits ``[B, C]`` or scores ``[B]``."""
 
     module: nn.Module
+    capabilities: frozenset[Capability] = frozenset()  # of LAYER_OUTPUTS, WORD_EMBEDDINGS, TASK_VOCABULARY
 
+    @abstractmethod
     def encode(self, examples: Sequence[Example]) -> list[Feature]:
         """Tokenize examples once; each feature carries whatever `collate` needs."""
-        ...
 
+    @abstractmethod
     def collate(self, features: Sequence[Feature]) -> Batch:
         """Pad a list of features into a batch (dynamic padding: to the longest in the batch)."""
-        ...
 
+    @abstractmethod
     def length(self, feature: Feature) -> int:
         """Token length of a feature, used to group batches by length."""
-        ...
 
+    @abstractmethod
     def metadata(self) -> dict[str, Any]:
         """JSON-able state beyond the weights (vocabulary, label map) needed to rebuild the model."""
-        ...
 
     def layer_outputs(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Per-example representations at each named layer, in forward order, for analysis."""
-        ...
+        """LAYER_OUTPUTS: ``[B, width]`` per example at each named layer, in forward order, the output last."""
+        raise UnsupportedCapability(type(self).__name__, Capability.LAYER_OUTPUTS)
+
+    def word_embedding(self) -> torch.Tensor:
+        """WORD_EMBEDDINGS: the ``[V, D]`` input word-embedding weight itself (``requires_grad``: it trains)."""
+        raise UnsupportedCapability(type(self).__name__, Capability.WORD_EMBEDDINGS)
+
+    def word_vocabulary(self) -> list[str]:
+        """WORD_EMBEDDINGS: the word (or token) of each row of `word_embedding`."""
+        raise UnsupportedCapability(type(self).__name__, Capability.WORD_EMBEDDINGS)
+
+    def read_words(self, text: str) -> list[str | None]:
+        """WORD_EMBEDDINGS: the vocabulary entries ``text`` is read as, None for a word the vocabulary lacks."""
+        raise UnsupportedCapability(type(self).__name__, Capability.WORD_EMBEDDINGS)
+
+    def pretrained_word_embedding(self, options: FamilyOptions) -> torch.Tensor:
+        """WORD_EMBEDDINGS: the rows of `word_embedding` as training found them, re-read from their source."""
+        raise UnsupportedCapability(type(self).__name__, Capability.WORD_EMBEDDINGS)
 
 
-class ModelFamily(Protocol):
-    """Builds task models; holds the defaults its training needs."""
+class ModelFamily(ABC):
+    """Builds task models; holds the defaults its training needs (every one is required)."""
 
     name: str
     default_lr: float
     default_epochs: int
     default_batch_size: int
+    default_warmup: float  # share of the training steps spent warming the learning rate up
+    capabilities: frozenset[Capability] = frozenset()  # its task models' capabilities, and MULTITASK
 
+    @abstractmethod
     def build(self, task: TaskSpec, examples: Sequence[Example], options: FamilyOptions, seed: int) -> TaskModel:
         """A fresh model for ``task``; ``examples`` are all texts the run will see (for vocabularies)."""
-        ...
 
+    @abstractmethod
     def restore(self, task: TaskSpec, metadata: dict[str, Any], options: FamilyOptions) -> TaskModel:
         """Rebuild a model saved with `TaskModel.metadata` (weights are loaded by the caller)."""
-        ...
+
+    def build_multitask(self, tasks: Sequence[TaskSpec], examples: dict[str, Sequence[Example]],
+                        options: FamilyOptions, seed: int) -> dict[str, TaskModel]:
+        """MULTITASK: one model per task name, all sharing one encoder, each with its own head."""
+        raise UnsupportedCapability(f"--model {self.name}", Capability.MULTITASK)
 
 
-FAMILIES: dict[str, Callable[[str], ModelFamily]] = {}
-
-
-def register_family(*names: str) -> Callable[[Callable[[str], ModelFamily]], Callable[[str], ModelFamily]]:
-    """Decorator: make a family factory available under ``--model NAME``."""
-
-    def decorate(factory: Callable[[str], ModelFamily]) -> Callable[[str], ModelFamily]:
-        for name in names:
-            FAMILIES[name] = factory
-        return factory
-
-    return decorate
-
-
-def get_family(name: str) -> ModelFamily:
-    """The family for ``--model NAME``; ``hf:<id or path>`` selects any Hugging Face encoder."""
-    import gluebench.models  # noqa: F401  (registers the built-in families)
-
-    key = "hf:" if name.startswith("hf:") else name
-    if key not in FAMILIES:
-        known = ", ".join(sorted(n for n in FAMILIES if n != "hf:"))
-        raise GluebenchError(f"unknown model {name!r} (choose from: {known}, or hf:<model id or path>)")
-    return FAMILIES[key](name)
+__all__ = ["Batch", "Capability", "FamilyOptions", "Feature", "ModelFamily", "TaskModel", "UnsupportedCapability"]

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
@@ -35,7 +36,7 @@ from torch.nn.utils.rnn import pad_sequence
 from gluebench.data.read import Example
 from gluebench.embeddings import Vocabulary, WordVectors, coverage, load_vectors, needed_words
 from gluebench.errors import GluebenchError
-from gluebench.models.base import Batch, FamilyOptions, Feature, register_family
+from gluebench.models.base import Batch, Capability, FamilyOptions, Feature, ModelFamily, TaskModel
 from gluebench.tasks import TaskSpec
 
 log = logging.getLogger("gluebench")
@@ -212,8 +213,11 @@ class StaticClassifier(nn.Module):
         return out
 
 
-class StaticTaskModel:
+class StaticTaskModel(TaskModel):
     """A `TaskModel`: the vocabulary that turns examples into word ids, and the module."""
+
+    module: StaticClassifier
+    capabilities = frozenset({Capability.LAYER_OUTPUTS, Capability.WORD_EMBEDDINGS, Capability.TASK_VOCABULARY})
 
     def __init__(self, module: StaticClassifier, vocab: Vocabulary, config: StaticConfig,
                  extra: dict[str, Any]) -> None:
@@ -247,9 +251,30 @@ class StaticTaskModel:
         with torch.no_grad():
             return self.module.layers(batch["ids"], batch["lengths"])
 
+    def word_embedding(self) -> torch.Tensor:
+        return self.module.encoder.embedding.weight
 
-class StaticFamily:
+    def word_vocabulary(self) -> list[str]:
+        return ["<pad>", "<unk>", *self.vocab.words]
+
+    def read_words(self, text: str) -> list[str | None]:
+        return [None if row == Vocabulary.UNK else self.vocab.words[row - 2] for row in self.vocab.encode(text)]
+
+    def pretrained_word_embedding(self, options: FamilyOptions) -> torch.Tensor:
+        """The vectors of this vocabulary's words in ``options.embeddings`` (zero where a word is missing)."""
+        vectors = load_vectors(options.embeddings, set(self.vocab.words))
+        found = dict(zip(vectors.words, vectors.vectors, strict=True))
+        matrix = np.zeros(tuple(self.word_embedding().shape), dtype=np.float32)
+        for word, row in self.vocab.index.items():
+            if word in found:
+                matrix[row] = found[word]
+        return torch.from_numpy(matrix)
+
+
+class StaticFamily(ModelFamily):
     """``glove-cbow``, ``glove-bilstm`` and ``glove-transformer``: one class, the encoder named by the model."""
+
+    capabilities = StaticTaskModel.capabilities | {Capability.MULTITASK}
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -309,13 +334,13 @@ class StaticFamily:
         return self._task_model(task, module, vectors, vocab, config, texts)
 
     def build_multitask(self, tasks: Sequence[TaskSpec], examples: dict[str, Sequence[Example]],
-                        options: FamilyOptions, seed: int) -> dict[str, StaticTaskModel]:
+                        options: FamilyOptions, seed: int) -> dict[str, TaskModel]:
         """One model per task, all sharing one vocabulary and one encoder (embedding included); own heads."""
         all_texts = _texts([e for group in examples.values() for e in group])
         vectors, vocab = self._vocabulary(all_texts, options)
         torch.manual_seed(seed)
         shared: SentenceEncoder | None = None
-        models: dict[str, StaticTaskModel] = {}
+        models: dict[str, TaskModel] = {}
         for task in tasks:
             config = self._config(task, vectors, vocab, options)
             module = self._fresh_module(task, config, shared)
@@ -334,17 +359,12 @@ class StaticFamily:
         if config.encoder != self.encoder or config.vocab_size != len(vocab):
             raise GluebenchError(f"model metadata is for glove-{config.encoder} with {config.vocab_size} rows, "
                                  f"not {self.name} with {len(vocab)}")
-        extra = {k: metadata[k] for k in ("family", "embeddings", "coverage") if k in metadata}
+        extra: dict[str, Any] = {k: metadata[k] for k in ("family", "embeddings", "coverage") if k in metadata}
         return StaticTaskModel(self._module(config), vocab, config, extra)
 
 
 def _texts(examples: Sequence[Example]) -> list[str]:
     return [text for e in examples for text in (e.text_a, e.text_b) if text]
-
-
-@register_family(*DEFAULTS)
-def static_family(name: str) -> StaticFamily:
-    return StaticFamily(name)
 
 
 __all__ = ["DEFAULTS", "StaticClassifier", "StaticFamily", "StaticTaskModel"]

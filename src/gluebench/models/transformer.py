@@ -20,7 +20,7 @@ import json
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,11 +29,15 @@ from torch import nn
 from gluebench.data.locate import cache_dir
 from gluebench.data.read import Example
 from gluebench.errors import GluebenchError
-from gluebench.models.base import Batch, FamilyOptions, Feature, register_family
+from gluebench.models.base import Batch, Capability, FamilyOptions, Feature, ModelFamily, TaskModel
 from gluebench.runs import atomic_write_bytes
 from gluebench.tasks import TaskSpec
 
+if TYPE_CHECKING:  # transformers is imported when a model is loaded, not with this module
+    from transformers import PreTrainedModel
+
 MINILM = "minilm"
+HF_PREFIX = "hf:"  # hf:<model id or path>
 DEFAULT_MAX_LENGTH = 128
 
 
@@ -52,7 +56,7 @@ class SequenceClassifier(nn.Module):
     Classification: ``[B, num_labels]`` logits; regression (STS-B): ``[B]`` scores.
     """
 
-    def __init__(self, model: nn.Module, regression: bool) -> None:
+    def __init__(self, model: PreTrainedModel, regression: bool) -> None:
         super().__init__()
         self.model = model
         self.regression = regression
@@ -74,10 +78,21 @@ def _classifier_linear(model: nn.Module, num_labels: int) -> nn.Linear:
     return linears[-1]
 
 
-class TransformerTaskModel:
-    """One task's fine-tunable encoder with its tokenizer (implements `gluebench.models.base.TaskModel`)."""
+def _input_embedding(model: PreTrainedModel) -> torch.Tensor:
+    """The ``[V, D]`` weight of the model's token embedding."""
+    weight = model.get_input_embeddings().weight
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
+        raise GluebenchError(f"{type(model).__name__} has no token-embedding matrix")
+    return weight
 
-    def __init__(self, task: TaskSpec, source: str, tokenizer: Any, model: nn.Module, max_length: int) -> None:
+
+class TransformerTaskModel(TaskModel):
+    """One task's fine-tunable encoder with its tokenizer."""
+
+    module: SequenceClassifier
+    capabilities = frozenset({Capability.LAYER_OUTPUTS, Capability.WORD_EMBEDDINGS})
+
+    def __init__(self, task: TaskSpec, source: str, tokenizer: Any, model: PreTrainedModel, max_length: int) -> None:
         self.task = task
         self.source = source
         self.tokenizer = tokenizer
@@ -137,7 +152,7 @@ class TransformerTaskModel:
         if arrays is None:
             arrays = self._tokenize(examples)
             buffer = io.BytesIO()
-            np.savez(buffer, **arrays)
+            np.savez(buffer, allow_pickle=False, **arrays)
             atomic_write_bytes(path, buffer.getvalue())
         offsets = arrays["offsets"]
         ids, types = arrays["input_ids"], arrays.get("token_type_ids")
@@ -228,6 +243,26 @@ class TransformerTaskModel:
         result["logits"] = out.logits.squeeze(-1) if self.task.is_regression else out.logits
         return result
 
+    def word_embedding(self) -> torch.Tensor:
+        return _input_embedding(self.module.model)
+
+    def word_vocabulary(self) -> list[str]:
+        """The tokenizer's token of each row; rows it has no token for (padded matrices) are ``<row N>``."""
+        tokens = self.tokenizer.convert_ids_to_tokens(list(range(self.word_embedding().shape[0])))
+        return [token if token is not None else f"<row {row}>" for row, token in enumerate(tokens)]
+
+    def read_words(self, text: str) -> list[str | None]:
+        """Subword tokens: every text is read in full (an unknown character is the trained [UNK] token)."""
+        return list(self.tokenizer.tokenize(text))
+
+    def pretrained_word_embedding(self, options: FamilyOptions) -> torch.Tensor:
+        """The input embedding of the pretrained checkpoint (the model's weights are not touched)."""
+        from transformers import AutoModel
+
+        with _quiet_transformers():
+            pretrained = AutoModel.from_pretrained(self.source, trust_remote_code=False)
+        return _input_embedding(pretrained).detach()
+
 
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
@@ -242,8 +277,10 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(level)
 
 
-class TransformerFamily:
+class TransformerFamily(ModelFamily):
     """Builds fine-tunable encoders (BERT recipe defaults: lr 2e-5..5e-5, batch 32, 3 epochs, warmup 10%)."""
+
+    capabilities = TransformerTaskModel.capabilities
 
     default_epochs = 3
     default_batch_size = 32
@@ -254,8 +291,8 @@ class TransformerFamily:
         if name == MINILM:
             self.source = str(minilm_path())
             self.default_lr = 5e-5  # a 6-layer model likes the top of BERT's range
-        elif name.startswith("hf:") and len(name) > 3:
-            self.source = name[3:]
+        elif name.startswith(HF_PREFIX) and len(name) > len(HF_PREFIX):
+            self.source = name.removeprefix(HF_PREFIX)
             self.default_lr = 2e-5
         else:
             raise GluebenchError(f"--model {name!r}: expected minilm or hf:<model id or path>")
@@ -312,8 +349,3 @@ class TransformerFamily:
             source = self.source  # the package may live elsewhere on this machine than where it was trained
         restored = FamilyOptions(**{**options.__dict__, "max_length": metadata.get("max_length")})
         return self._load(task, source, restored, pretrained_weights=False)
-
-
-@register_family(MINILM, "hf:")
-def transformer_family(name: str) -> TransformerFamily:
-    return TransformerFamily(name)
