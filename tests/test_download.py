@@ -19,7 +19,6 @@ import pytest
 from gluebench.data.check import check_data
 from gluebench.data.download import (
     DOWNLOADS,
-    SOURCES,
     STAGING_PREFIX,
     DownloadError,
     build_mrpc,
@@ -191,7 +190,7 @@ def test_pinned_digest_mismatch_leaves_nothing(tmp_path: Path, server: Server) -
 
 def test_stale_partial_file_is_discarded_after_a_mismatch(tmp_path: Path, glue_dir: Path, server: Server) -> None:
     """A partial left by another version of the file: resuming it fails the digest, one fresh download fixes it."""
-    remote = SOURCES["AX"].remotes[0]
+    remote = TASKS["AX"].downloads[0]
     stale = b"an older, different AX.tsv"
     (tmp_path / "AX.tsv.part").write_bytes(stale)
     dest = fetch(f"{server.url}/glue/data/AX.tsv", tmp_path / "AX.tsv", size=remote.size, sha256=remote.sha256,

@@ -18,20 +18,20 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from gluebench.errors import GluebenchError
 from gluebench.tasks import GLUE_TASKS, TaskSpec, get_task
 
-MetricFn = Callable[[np.ndarray, np.ndarray], float]
+MetricFn = Callable[[np.ndarray, np.ndarray, TaskSpec], float]
 
 
-def _mcc(pred: np.ndarray, gold: np.ndarray) -> float:
+def _mcc(pred: np.ndarray, gold: np.ndarray, task: TaskSpec) -> float:
     return float(matthews_corrcoef(gold, pred))
 
 
-def _accuracy(pred: np.ndarray, gold: np.ndarray) -> float:
+def _accuracy(pred: np.ndarray, gold: np.ndarray, task: TaskSpec) -> float:
     return float(accuracy_score(gold, pred))
 
 
-def _f1(pred: np.ndarray, gold: np.ndarray) -> float:
-    """F1 of the positive class "1" (MRPC: paraphrase, QQP: duplicate), as the leaderboard reports it."""
-    return float(f1_score(gold, pred, pos_label="1", average="binary", zero_division=0.0))
+def _f1(pred: np.ndarray, gold: np.ndarray, task: TaskSpec) -> float:
+    """F1 of the task's positive class (MRPC: paraphrase, QQP: duplicate), as the leaderboard reports it."""
+    return float(f1_score(gold, pred, pos_label=task.positive_label, average="binary", zero_division=0.0))
 
 
 def _constant_safe(stat: Callable[..., object], pred: np.ndarray, gold: np.ndarray) -> float:
@@ -40,11 +40,11 @@ def _constant_safe(stat: Callable[..., object], pred: np.ndarray, gold: np.ndarr
     return float(stat(pred, gold)[0])  # type: ignore[index]
 
 
-def _pearson(pred: np.ndarray, gold: np.ndarray) -> float:
+def _pearson(pred: np.ndarray, gold: np.ndarray, task: TaskSpec) -> float:
     return _constant_safe(pearsonr, pred.astype(float), gold.astype(float))
 
 
-def _spearman(pred: np.ndarray, gold: np.ndarray) -> float:
+def _spearman(pred: np.ndarray, gold: np.ndarray, task: TaskSpec) -> float:
     return _constant_safe(spearmanr, pred.astype(float), gold.astype(float))
 
 
@@ -67,11 +67,11 @@ def compute_metrics(
         raise GluebenchError(f"{spec.name}: {len(predictions)} predictions for {len(gold)} gold labels")
     if len(gold) == 0:
         raise GluebenchError(f"{spec.name}: no examples to score")
-    kind = float if spec.is_regression else str
+    kind: Callable[[object], float | str] = (lambda v: float(str(v))) if spec.is_regression else str
     pred = np.asarray([kind(p) for p in predictions])
     ref = np.asarray([kind(g) for g in gold])
     return {
-        (f"{name}_{suffix}" if suffix else name): 100.0 * METRICS[name](pred, ref) for name in spec.metrics
+        (f"{name}_{suffix}" if suffix else name): 100.0 * METRICS[name](pred, ref, spec) for name in spec.metrics
     }
 
 
@@ -98,7 +98,7 @@ class GlueScore:
     def label(self) -> str:
         """How to show the score: never present a partial mean as a GLUE score."""
         if self.value is None:
-            return "no GLUE score (0/9 tasks)"
+            return f"no GLUE score (0/{len(GLUE_TASKS)} tasks)"
         done = len(self.task_scores)
         if self.is_partial:
             return f"{self.rounded:.1f} (partial, {done}/{len(GLUE_TASKS)} tasks)"

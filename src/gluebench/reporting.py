@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,7 +105,7 @@ def bar_chart(runs: Sequence[RunData]) -> bytes:
     x = np.arange(len(tasks))
     for offset, run in enumerate(groups):
         is_human = run is None
-        entry = human if is_human else run.entry
+        entry = human if run is None else run.entry
         values = [entry.task_score(t) for t in tasks]
         heights = [np.nan if v is None else v for v in values]
         label = "Human baseline (test)" if is_human else f"{entry.name} (dev)"
@@ -204,32 +204,49 @@ def confusion_matrices(run: RunData) -> bytes | None:
     return _png(figure)
 
 
-def stsb_scatter(run: RunData) -> bytes | None:
-    """STS-B: predicted vs gold similarity on dev, with the y = x line and both correlations."""
-    if "STS-B" not in run.tasks:
+def regression_scatter(run: RunData, task: str) -> bytes | None:
+    """A regression task (STS-B): predicted vs gold score on dev, with the y = x line and both correlations."""
+    spec = TASKS[task]
+    seed = run.seed_for(task)
+    found = run.dev_predictions(task, seed, next(iter(spec.dev_splits)))
+    if not found or spec.label_range is None:
         return None
-    seed = run.seed_for("STS-B")
-    found = run.dev_predictions("STS-B", seed, "dev")
-    if not found:
-        return None
+    low, high = spec.label_range
+    margin = (high - low) / 50
     predicted = np.array([float(p) for p in found[0]])
     gold = np.array([float(g) for g in found[1]])
     figure = Figure(figsize=(4.8, 4.6))
     axes = figure.add_subplot()
     axes.scatter(gold, predicted, s=6, alpha=0.4, color=RUN_COLORS[0])
-    axes.plot([0, 5], [0, 5], color="black", linewidth=0.8, label="y = x")
+    axes.plot([low, high], [low, high], color="black", linewidth=0.8, label="y = x")
     constant = np.ptp(predicted) == 0 or np.ptp(gold) == 0
     pearson = 0.0 if constant else float(pearsonr(predicted, gold)[0])
     spearman = 0.0 if constant else float(spearmanr(predicted, gold)[0])
-    axes.set_title(f"STS-B dev (seed {seed}): Pearson {100 * pearson:.1f}, Spearman {100 * spearman:.1f}", fontsize=9)
-    axes.set_xlabel("gold similarity")
-    axes.set_ylabel("predicted similarity")
-    axes.set_xlim(-0.1, 5.1)
-    axes.set_ylim(-0.1, 5.1)
+    axes.set_title(f"{task} dev (seed {seed}): Pearson {100 * pearson:.1f}, Spearman {100 * spearman:.1f}", fontsize=9)
+    axes.set_xlabel("gold score")
+    axes.set_ylabel("predicted score")
+    axes.set_xlim(low - margin, high + margin)
+    axes.set_ylim(low - margin, high + margin)
     axes.set_aspect("equal")
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
     return _png(figure)
+
+
+def _scatter_sections(run: RunData, slug: str, emit: Callable[[bytes | None, str, str, str], str]) -> list[str]:
+    """One predicted-vs-gold figure per regression task of the run (``run1_stsb_scatter.png``)."""
+    tasks = [t for t in run.tasks if TASKS[t].is_regression]
+    if not tasks:
+        return ["<h3>Regression tasks: predicted vs gold</h3>",
+                '<p class="note">No regression task was trained in this run.</p>']
+    sections = []
+    for task in tasks:
+        file_slug = task.lower().replace("-", "").replace(".", "")
+        sections += [f"<h3>{_e(task)}: predicted vs gold</h3>",
+                     emit(regression_scatter(run, task), f"{slug}_{file_slug}_scatter.png", f"{task} scatter plot",
+                          "Dev predictions of the best dev seed against the gold score.")
+                     or f'<p class="note">{_e(task)} wrote no dev predictions.</p>']
+    return sections
 
 
 # ---- HTML --------------------------------------------------------------------------------------------
@@ -414,10 +431,7 @@ def write_report(run_dirs: Sequence[Path], output: Path) -> Report:
             emit(confusion_matrices(run), f"{slug}_confusion_matrices.png", "confusion matrices",
                  "Dev predictions of the best dev seed, per classification task and dev split (rows: gold).")
             or '<p class="note">No classification task in this run.</p>',
-            "<h3>STS-B: predicted vs gold</h3>",
-            emit(stsb_scatter(run), f"{slug}_stsb_scatter.png", "STS-B scatter plot",
-                 "Dev predictions of the best dev seed against the gold similarity.")
-            or '<p class="note">STS-B was not trained in this run.</p>',
+            *_scatter_sections(run, slug, emit),
             "<h3>Timing</h3>", _timing_table(run),
             "<h3>Configuration</h3>", f"<pre>{_e(run.config_text)}</pre>",
         ]

@@ -24,7 +24,7 @@ from gluebench.data.read import iter_rows, read_split
 from gluebench.errors import GluebenchError
 from gluebench.metrics import task_score
 from gluebench.runs import RunPaths, atomic_write_bytes, read_json
-from gluebench.tasks import TASKS, TaskSpec
+from gluebench.tasks import TASKS, RegistryView, TaskSpec
 
 HEADER = ("index", "prediction")
 FILL_STRATEGIES = ("majority",)
@@ -54,10 +54,10 @@ class ServerFile:
         return text
 
 
-SERVER_FILES: tuple[ServerFile, ...] = tuple(
+SERVER_FILES: RegistryView[ServerFile] = RegistryView(lambda: tuple(
     ServerFile(name, spec, split) for spec in TASKS.values() for split, name in spec.test_files.items()
-)
-SERVER_FILE_NAMES: tuple[str, ...] = tuple(f.name for f in SERVER_FILES)
+))
+SERVER_FILE_NAMES: RegistryView[str] = RegistryView(lambda: tuple(f.name for f in SERVER_FILES))
 
 
 # ---- writing a submission ------------------------------------------------------------------------
@@ -148,8 +148,8 @@ def majority_prediction(task: TaskSpec, data_dir: Path | None) -> tuple[str, str
         counts = Counter(str(g) for g in gold)
         label = max(task.labels or (), key=lambda lab: counts[lab])  # ties: the registry's order
         return label, f"majority class {label!r} of {source.name} train ({counts[label]:,}/{len(gold):,})"
-    if task.is_regression:
-        low, high = task.label_range or (0.0, 5.0)
+    if task.label_range is not None:
+        low, high = task.label_range
         return f"{(low + high) / 2:.3f}", f"middle of the score range ({source.name} train not found)"
     label = (task.labels or ("",))[0]
     return label, f"first label {label!r} ({source.name} train not found)"

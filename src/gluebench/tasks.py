@@ -2,15 +2,27 @@
 
 Each `TaskSpec` says where its official files live (relative to a GLUE data directory laid out as the
 standard ``download_glue_data.py`` leaves it), which columns hold what, the label strings in the order
-the Hugging Face ``glue`` configs use, the official metrics, and what the GLUE server wants back.
+the Hugging Face ``glue`` configs use, the official metrics, what the GLUE server wants back, which task's
+model predicts it, its diagnostic categories and where its files are downloaded from.
+
+A new GLUE-style task is one `register_task` call (plus its files in the data directory): run, score,
+submit, check and download read only the registry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import TypeVar, overload
+from urllib.parse import urlsplit
 
 from gluebench.errors import GluebenchError
+
+_T = TypeVar("_T")
+
+GLUE_HOST = "https://dl.fbaipublicfiles.com"  # where download_glue_data.py fetches from
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,29 @@ class SplitSpec:
 
 
 @dataclass(frozen=True)
+class Remote:
+    """One file a task is downloaded from. ``dest`` is where a plain file goes; ``None``: a zip to extract."""
+
+    url: str
+    size: int | None = None
+    sha256: str | None = None
+    dest: str | None = None
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(urlsplit(self.url).path).name
+
+
+@dataclass(frozen=True)
+class DiagnosticSpec:
+    """A labeled set that is only predicted, never trained on, and analysed per linguistic phenomenon."""
+
+    categories: tuple[str, ...]  # coarse categories: columns holding ';'-separated fine tags
+    domain_column: str | None = None
+    stand_ins: tuple[str, ...] = ()  # tasks whose models predict it when `predicted_by`'s is missing, best first
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """A GLUE task described declaratively."""
 
@@ -47,9 +82,14 @@ class TaskSpec:
     dev_splits: dict[str, str] = field(default_factory=lambda: {"dev": ""})  # split -> metric suffix
     test_files: dict[str, str] = field(default_factory=dict)  # test split -> server file name
     in_glue_score: bool = True
-    label_range: tuple[float, float] | None = None  # regression targets
-    predicted_by: str | None = None  # AX is predicted with the MNLI model
+    label_range: tuple[float, float] | None = None  # regression targets (required for regression)
+    positive_label: str | None = None  # the class F1 is computed for (required with the f1 metric)
+    predicted_by: str | None = None  # the task whose model predicts this one (AX: MNLI)
+    diagnostic: DiagnosticSpec | None = None
     extra_columns: tuple[str, ...] = ()  # named columns beyond the texts (AX categories)
+    aliases: tuple[str, ...] = ()  # other names `get_task` accepts
+    downloads: tuple[Remote, ...] = ()  # what `gluebench download` fetches
+    build: str | None = None  # recipe in `gluebench.data.download.BUILDS` that turns the downloads into the files
 
     @property
     def is_regression(self) -> bool:
@@ -106,11 +146,17 @@ def _pair_glue_splits(
     )
 
 
+def _zip(name: str, size: int, sha256: str) -> tuple[Remote, ...]:
+    """One archive on the GLUE host, pinned as the Hugging Face `glue` loader pins it (dataset_infos.json)."""
+    return (Remote(f"{GLUE_HOST}/glue/data/{name}", size, sha256),)
+
+
 NLI3 = ("entailment", "neutral", "contradiction")
 NLI2 = ("entailment", "not_entailment")
 BINARY = ("0", "1")
+_AX_CATEGORIES = ("Lexical Semantics", "Predicate-Argument Structure", "Logic", "Knowledge")
 
-_TASK_LIST: tuple[TaskSpec, ...] = (
+_GLUE: tuple[TaskSpec, ...] = (
     TaskSpec(
         name="CoLA",
         description="Is the sentence grammatically acceptable?",
@@ -118,6 +164,7 @@ _TASK_LIST: tuple[TaskSpec, ...] = (
         labels=BINARY,
         metrics=("mcc",),
         test_files={"test": "CoLA.tsv"},
+        downloads=_zip("CoLA.zip", 376971, "f212fcd832b8f7b435fb991f101abf89f96b933ab400603bf198960dfc32cbff"),
         splits=(
             SplitSpec("train", "CoLA/train.tsv", 8551, header=False, text_a=3, label=1, fields=4,
                       sha256="cb368ebeb9f27d7ad03720d27ddc95687a311bdb100781a2fe59a5f5b1bc0624"),
@@ -134,6 +181,8 @@ _TASK_LIST: tuple[TaskSpec, ...] = (
         labels=BINARY,
         metrics=("accuracy",),
         test_files={"test": "SST-2.tsv"},
+        aliases=("sst",),
+        downloads=_zip("SST-2.zip", 7439277, "d67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f64057c16deaa"),
         splits=(
             SplitSpec("train", "SST-2/train.tsv", 67349, text_a=0, label=1, fields=2,
                       sha256="48eac26399f8456935f81dd9e3a745c1430adb6c62e233ccfe22db4a0d15d1d1"),
@@ -148,8 +197,21 @@ _TASK_LIST: tuple[TaskSpec, ...] = (
         description="Are the two sentences paraphrases of each other?",
         domain="news",
         labels=BINARY,
+        positive_label="1",  # paraphrase
         metrics=("f1", "accuracy"),
         test_files={"test": "MRPC.tsv"},
+        # Microsoft's corpus split by the official dev ids, as download_glue_data.py does
+        downloads=(
+            Remote(f"{GLUE_HOST}/senteval/senteval_data/msr_paraphrase_train.txt", 1047044,
+                   "60a9b09084528f0673eedee2b69cb941920f0b8cd0eeccefc464a98768457f89",
+                   dest="MRPC/msr_paraphrase_train.txt"),
+            Remote(f"{GLUE_HOST}/senteval/senteval_data/msr_paraphrase_test.txt", 441275,
+                   "a04e271090879aaba6423d65b94950c089298587d9c084bf9cd7439bd785f784",
+                   dest="MRPC/msr_paraphrase_test.txt"),
+            Remote(f"{GLUE_HOST}/glue/data/mrpc_dev_ids.tsv", 6222,
+                   "971d7767d81b997fd9060ade0ec23c4fc31cbb226a55d1bd4a1bac474eb81dc7", dest="MRPC/dev_ids.tsv"),
+        ),
+        build="msr-paraphrase-split",
         splits=(
             SplitSpec("train", "MRPC/train.tsv", 3668, text_a=3, text_b=4, label=0, fields=5,
                       sha256="69abcedee3cf738c6ce58d772e43e1b7cdf5b4edee4aceda459c0d9f4e5599f3"),
@@ -167,6 +229,8 @@ _TASK_LIST: tuple[TaskSpec, ...] = (
         label_range=(0.0, 5.0),
         metrics=("pearson", "spearman"),
         test_files={"test": "STS-B.tsv"},
+        aliases=("sts",),
+        downloads=_zip("STS-B.zip", 802872, "e60a6393de5a8b5b9bac5020a1554b54e3691f9d600b775bd131e613ac179c85"),
         splits=(
             SplitSpec("train", "STS-B/train.tsv", 5749, text_a=7, text_b=8, label=9, index=0, fields=10,
                       sha256="41c4d978b6162abdcada7e49a982211954cca5459c228db478af333124b257a2"),
@@ -181,8 +245,10 @@ _TASK_LIST: tuple[TaskSpec, ...] = (
         description="Are the two Quora questions duplicates?",
         domain="social QA questions",
         labels=BINARY,
+        positive_label="1",  # duplicate
         metrics=("f1", "accuracy"),
         test_files={"test": "QQP.tsv"},
+        downloads=_zip("QQP-clean.zip", 41696084, "40e7c862c04eb26ee04b67fd900e76c45c6ba8e6d8fab4f8f1f8072a1a3fbae0"),
         splits=(
             SplitSpec("train", "QQP/train.tsv", 363846, text_a=3, text_b=4, label=5, index=0, fields=6,
                       git_blob="9298352dd48d3f0886865f9abad89d74c3360a2d"),
@@ -200,6 +266,7 @@ _TASK_LIST: tuple[TaskSpec, ...] = (
         metrics=("accuracy",),
         dev_splits={"dev_matched": "matched", "dev_mismatched": "mismatched"},
         test_files={"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"},
+        downloads=_zip("MNLI.zip", 312783507, "e7c1d896d26ed6caf700110645df426cc2d8ebf02a5ab743d5a5c68ac1c83633"),
         splits=(
             SplitSpec("train", "MNLI/train.tsv", 392702, text_a=8, text_b=9, label="gold_label", index=0),
             SplitSpec("dev_matched", "MNLI/dev_matched.tsv", 9815, text_a=8, text_b=9, label="gold_label", index=0,
@@ -219,6 +286,7 @@ _TASK_LIST: tuple[TaskSpec, ...] = (
         labels=NLI2,
         metrics=("accuracy",),
         test_files={"test": "QNLI.tsv"},
+        downloads=_zip("QNLIv2.zip", 10627589, "e634e78627a29adaecd4f955359b22bf5e70f2cbd93b493f2d624138a0c0e5f5"),
         splits=(
             SplitSpec("train", "QNLI/train.tsv", 104743, text_a=1, text_b=2, label=3, index=0, fields=4,
                       git_blob="712d0ecf5d185ee525c02acd908b96f3b43624a5"),
@@ -235,6 +303,7 @@ _TASK_LIST: tuple[TaskSpec, ...] = (
         labels=NLI2,
         metrics=("accuracy",),
         test_files={"test": "RTE.tsv"},
+        downloads=_zip("RTE.zip", 697150, "6bf86de103ecd335f3441bd43574d23fef87ecc695977a63b82d5efb206556ee"),
         splits=_pair_glue_splits(
             "RTE",
             (2490, 277, 3000),
@@ -252,6 +321,7 @@ _TASK_LIST: tuple[TaskSpec, ...] = (
         labels=BINARY,
         metrics=("accuracy",),
         test_files={"test": "WNLI.tsv"},
+        downloads=_zip("WNLI.zip", 28999, "ae0e8e4d16f4d46d4a0a566ec7ecceccfd3fbfaa4a7a4b4e02848c0f2561ac46"),
         splits=_pair_glue_splits(
             "WNLI",
             (635, 71, 146),
@@ -272,7 +342,18 @@ _TASK_LIST: tuple[TaskSpec, ...] = (
         test_files={"test": "AX.tsv"},
         in_glue_score=False,
         predicted_by="MNLI",
-        extra_columns=("Lexical Semantics", "Predicate-Argument Structure", "Logic", "Knowledge", "Domain"),
+        # without an MNLI model, an RTE or QNLI one stands in (two-way only: scored on the binary collapse)
+        diagnostic=DiagnosticSpec(categories=_AX_CATEGORIES, domain_column="Domain", stand_ins=("RTE", "QNLI")),
+        extra_columns=(*_AX_CATEGORIES, "Domain"),
+        downloads=(
+            Remote(f"{GLUE_HOST}/glue/data/AX.tsv", 222257,
+                   "0e13510b1bb14436ff7e2ee82338f0efb0133ecf2e73507a697dc210db3f05fd",
+                   dest="diagnostic/diagnostic.tsv"),
+            # the labeled file, from the link the GLUE authors' jiant toolkit uses; not pinned here: its
+            # content is verified against the sha256 of the split below
+            Remote("https://www.dropbox.com/s/ju7d95ifb072q9f/diagnostic-full.tsv?dl=1",
+                   dest="diagnostic/diagnostic-full.tsv"),
+        ),
         splits=(
             SplitSpec("test", "diagnostic/diagnostic.tsv", 1104, text_a=1, text_b=2, index=0, fields=3,
                       sha256="0e13510b1bb14436ff7e2ee82338f0efb0133ecf2e73507a697dc210db3f05fd"),
@@ -282,24 +363,128 @@ _TASK_LIST: tuple[TaskSpec, ...] = (
     ),
 )
 
-TASKS: dict[str, TaskSpec] = {task.name: task for task in _TASK_LIST}
-GLUE_TASKS: tuple[str, ...] = tuple(t.name for t in _TASK_LIST if t.in_glue_score)
-_ALIASES = {name.lower().replace("-", ""): name for name in TASKS} | {"sts": "STS-B", "sst": "SST-2"}
+TASKS: dict[str, TaskSpec] = {}  # name -> spec, in registration order; `register_task` adds to it
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace("-", "").replace("_", "")
+
+
+def _problem(spec: TaskSpec) -> str | None:
+    """Why ``spec`` cannot join the registry as it stands, or None."""
+    if not _NAME.fullmatch(spec.name) or _key(spec.name) == "all":
+        return "a task name is letters, digits, '.', '_' or '-' (and not 'all')"
+    keys = {_key(n) for n in (spec.name, *spec.aliases)}
+    for other in TASKS.values():
+        if keys & {_key(n) for n in (other.name, *other.aliases)}:
+            return f"its name or an alias is taken by {other.name}"
+        if set(spec.test_files.values()) & set(other.test_files.values()):
+            return f"a server file name is taken by {other.name}"
+    splits = {s.name for s in spec.splits}
+    if unknown := (set(spec.dev_splits) | set(spec.test_files)) - splits:
+        return f"dev_splits/test_files name splits it does not have: {', '.join(sorted(unknown))}"
+    if (spec.labels is None) != (spec.label_range is not None):
+        return "a task has labels (classification) or a label_range (regression), not both or neither"
+    if spec.positive_label is not None and spec.positive_label not in (spec.labels or ()):
+        return f"positive_label {spec.positive_label!r} is not one of its labels"
+    if "f1" in spec.metrics and spec.positive_label is None:
+        return "the f1 metric needs a positive_label"
+    sources = [spec.predicted_by] if spec.predicted_by else []
+    sources += list(spec.diagnostic.stand_ins) if spec.diagnostic else []
+    if missing := [name for name in sources if name not in TASKS]:
+        return f"predicted by unregistered task(s) {', '.join(missing)}"
+    return None
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add a task: from then on run, score, submit, check and download know it like a built-in one."""
+    problem = _problem(spec)
+    if problem:
+        raise GluebenchError(f"cannot register task {spec.name!r}: {problem}")
+    TASKS[spec.name] = spec
+    return spec
+
+
+def unregister_task(name: str) -> None:
+    """Remove a task added with `register_task`; the GLUE tasks themselves stay."""
+    if name in _BUILTIN:
+        raise GluebenchError(f"{name} is a built-in GLUE task and cannot be unregistered")
+    if name not in TASKS:
+        raise GluebenchError(f"no registered task {name!r}")
+    if users := [t.name for t in predicted_tasks(name)]:
+        raise GluebenchError(f"{name} predicts {', '.join(users)}; unregister those first")
+    del TASKS[name]
+
+
+for _spec in _GLUE:
+    register_task(_spec)
+_BUILTIN = frozenset(TASKS)
+
+
+class RegistryView(Sequence[_T]):
+    """A read-only tuple recomputed from the registry at every use.
+
+    Names bound at import (``from gluebench.tasks import GLUE_TASKS``) thereby still see tasks registered later.
+    """
+
+    def __init__(self, compute: Callable[[], tuple[_T, ...]]) -> None:
+        self._compute = compute
+
+    @overload
+    def __getitem__(self, index: int) -> _T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[_T, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> _T | tuple[_T, ...]:
+        return self._compute()[index]
+
+    def __len__(self) -> int:
+        return len(self._compute())
+
+    def __iter__(self) -> Iterator[_T]:
+        return iter(self._compute())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RegistryView | tuple | list):
+            return self._compute() == tuple(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(self._compute())
+
+
+GLUE_TASKS: RegistryView[str] = RegistryView(lambda: tuple(t.name for t in TASKS.values() if t.in_glue_score))
+
+
+def predicted_tasks(source: str) -> list[TaskSpec]:
+    """The tasks predicted with ``source``'s model instead of one of their own (MNLI's: AX)."""
+    return [t for t in TASKS.values() if t.predicted_by == source]
+
+
+def diagnostic_tasks() -> list[TaskSpec]:
+    """The diagnostic sets (AX), in registry order."""
+    return [t for t in TASKS.values() if t.diagnostic is not None]
 
 
 def get_task(name: str) -> TaskSpec:
-    """Look a task up by its GLUE name, case and dashes ignored (``sst2``, ``STS-B``, ``mnli``)."""
-    key = name.strip().lower().replace("-", "").replace("_", "")
-    if key in _ALIASES:
-        return TASKS[_ALIASES[key]]
+    """Look a task up by its name or an alias, case, dashes and underscores ignored (``sst2``, ``STS-B``)."""
+    key = _key(name)
+    for spec in TASKS.values():
+        if key in {_key(n) for n in (spec.name, *spec.aliases)}:
+            return spec
     raise GluebenchError(f"unknown task {name!r} (choose from: {', '.join(TASKS)}, or 'all')")
 
 
 def resolve_tasks(names: Iterable[str] | str | None, *, include_ax: bool = False) -> list[TaskSpec]:
-    """Turn user input (``"all"``, ``"CoLA,RTE"`` or a list) into task specs, in registry order."""
+    """Turn user input (``"all"``, ``"CoLA,RTE"`` or a list) into task specs, in registry order.
+
+    ``"all"`` means the tasks of the GLUE score; ``include_ax`` adds the others (AX).
+    """
     if names is None or names == "all" or (not isinstance(names, str) and list(names) == ["all"]):
-        return [t for t in _TASK_LIST if t.in_glue_score or include_ax]
+        return [t for t in TASKS.values() if t.in_glue_score or include_ax]
     if isinstance(names, str):
         names = [n for n in names.split(",") if n.strip()]
     wanted = {get_task(n).name for part in names for n in part.split(",") if n.strip()}
-    return [t for t in _TASK_LIST if t.name in wanted]
+    return [t for t in TASKS.values() if t.name in wanted]

@@ -9,7 +9,9 @@ The run's NLI model predicts the pairs: MNLI's when the run trained one. Without
 always at hand), an RTE or QNLI model *stands in*: it can only say entailment or not_entailment, so the gold
 labels are collapsed the same way (neutral and contradiction -> not_entailment) and the reported number is
 the binary Matthews correlation on that collapse. It is labeled as such everywhere it is shown: it is not
-comparable with a three-way R3.
+comparable with a three-way R3. Which set, categories and models these are is the registry's
+(`TaskSpec.diagnostic`, `TaskSpec.predicted_by`); every function takes the diagnostic task, by default the
+registry's first.
 """
 
 from __future__ import annotations
@@ -25,11 +27,23 @@ from sklearn.metrics import matthews_corrcoef
 from gluebench.data.read import Example, read_split
 from gluebench.errors import GluebenchError
 from gluebench.runs import RunPaths, atomic_write_bytes, atomic_write_json, now_iso
-from gluebench.tasks import TASKS
+from gluebench.tasks import DiagnosticSpec, TaskSpec, diagnostic_tasks
 
-COARSE_CATEGORIES = ("Lexical Semantics", "Predicate-Argument Structure", "Logic", "Knowledge")
-NLI_SOURCES = ("MNLI", "RTE", "QNLI")  # preference order; only MNLI predicts the three AX classes
 NOT_ENTAILMENT = "not_entailment"
+
+
+def diagnostic_task(task: TaskSpec | None = None) -> tuple[TaskSpec, DiagnosticSpec]:
+    """``task`` (default: the registry's first diagnostic set) with its diagnostic declaration."""
+    task = task or next(iter(diagnostic_tasks()), None)
+    if task is None or task.diagnostic is None:
+        raise GluebenchError(f"{task.name if task else 'the registry'}: no diagnostic set declared")
+    return task, task.diagnostic
+
+
+def nli_sources(task: TaskSpec | None = None) -> tuple[str, ...]:
+    """The tasks whose models may predict the diagnostic set, best first: its own predictor, then stand-ins."""
+    task, diagnostic = diagnostic_task(task)
+    return (*([task.predicted_by] if task.predicted_by else []), *diagnostic.stand_ins)
 
 
 @dataclass(frozen=True)
@@ -45,9 +59,10 @@ class Slice:
         return {"group": self.group, "name": self.name, "count": self.count, "r3": self.r3}
 
 
-def load_diagnostic(data_dir: Path) -> list[Example]:
-    """The labeled AX pairs with their category columns in ``Example.extras``."""
-    return read_split(TASKS["AX"], "full", data_dir)
+def load_diagnostic(data_dir: Path, task: TaskSpec | None = None) -> list[Example]:
+    """The labeled pairs (the set's dev split) with their category columns in ``Example.extras``."""
+    task, _ = diagnostic_task(task)
+    return read_split(task, next(iter(task.dev_splits)), data_dir)
 
 
 def fine_tags(example: Example, category: str) -> list[str]:
@@ -55,15 +70,15 @@ def fine_tags(example: Example, category: str) -> list[str]:
     return [tag.strip() for tag in example.extras.get(category, "").split(";") if tag.strip()]
 
 
-def coarse_categories(example: Example) -> list[str]:
+def coarse_categories(example: Example, task: TaskSpec | None = None) -> list[str]:
     """The coarse categories an example is tagged with (possibly none, possibly several)."""
-    return [category for category in COARSE_CATEGORIES if fine_tags(example, category)]
+    return [category for category in diagnostic_task(task)[1].categories if fine_tags(example, category)]
 
 
 def r3(predictions: Sequence[str], gold: Sequence[str]) -> float:
     """Matthews correlation x100 (R3 when the labels are the three NLI classes); 0 where undefined."""
     if len(predictions) != len(gold):
-        raise GluebenchError(f"AX: {len(predictions)} predictions for {len(gold)} gold labels")
+        raise GluebenchError(f"R3: {len(predictions)} predictions for {len(gold)} gold labels")
     if not gold:
         return float("nan")
     return 100.0 * float(matthews_corrcoef(list(gold), list(predictions)))
@@ -74,25 +89,27 @@ def collapse_to_binary(label: str) -> str:
     return label if label == "entailment" else NOT_ENTAILMENT
 
 
-def breakdown(examples: Sequence[Example], predictions: Sequence[str], *, binary: bool = False) -> list[Slice]:
+def breakdown(examples: Sequence[Example], predictions: Sequence[str], *, binary: bool = False,
+              task: TaskSpec | None = None) -> list[Slice]:
     """R3 overall, per coarse category, per (category, fine tag) and per domain, with counts.
 
     ``binary``: gold labels are collapsed to entailment / not_entailment first (stand-in models).
     """
+    _, diagnostic = diagnostic_task(task)
     gold = [collapse_to_binary(str(e.label)) if binary else str(e.label) for e in examples]
     preds = list(predictions)
     members: dict[tuple[str, str], list[int]] = {}
     for i, example in enumerate(examples):
         members.setdefault(("all", "all"), []).append(i)
-        for category in COARSE_CATEGORIES:
+        for category in diagnostic.categories:
             tags = fine_tags(example, category)
             if tags:
                 members.setdefault(("coarse", category), []).append(i)
             for tag in dict.fromkeys(tags):
                 members.setdefault(("fine", f"{category} / {tag}"), []).append(i)
-        if example.extras.get("Domain"):
-            members.setdefault(("domain", example.extras["Domain"]), []).append(i)
-    coarse_rank = {c: k for k, c in enumerate(COARSE_CATEGORIES)}
+        if diagnostic.domain_column and (domain := example.extras.get(diagnostic.domain_column)):
+            members.setdefault(("domain", domain), []).append(i)
+    coarse_rank = {c: k for k, c in enumerate(diagnostic.categories)}
 
     def sort_key(key: tuple[str, str]) -> tuple[int, int, int, str]:
         """All, then each coarse category followed by its fine tags, then the domains."""
@@ -107,12 +124,14 @@ def breakdown(examples: Sequence[Example], predictions: Sequence[str], *, binary
     ]
 
 
-def choose_nli_source(paths: RunPaths, seeds: Sequence[int]) -> str:
-    """The run's task whose model predicts AX: MNLI, else RTE, else QNLI (stand-ins)."""
-    for task in NLI_SOURCES:
-        if all(paths.weights(task, seed).is_file() for seed in seeds):
-            return task
-    raise GluebenchError(f"no NLI model to predict AX with: the run trained none of {', '.join(NLI_SOURCES)} "
+def choose_nli_source(paths: RunPaths, seeds: Sequence[int], task: TaskSpec | None = None) -> str:
+    """The run's task whose model predicts the diagnostic set: MNLI, else RTE, else QNLI (stand-ins)."""
+    task, _ = diagnostic_task(task)
+    sources = nli_sources(task)
+    for source in sources:
+        if all(paths.weights(source, seed).is_file() for seed in seeds):
+            return source
+    raise GluebenchError(f"no NLI model to predict {task.name} with: the run trained none of {', '.join(sources)} "
                          f"(for seeds {list(seeds)})", path=paths.root)
 
 
@@ -125,6 +144,7 @@ class DiagnosticReport:
     stand_in: bool
     seeds: list[int]
     per_seed: dict[int, list[Slice]]
+    task: TaskSpec
 
     @property
     def metric_label(self) -> str:
@@ -153,30 +173,31 @@ class DiagnosticReport:
 
 
 def diagnose(run_dir: Path, data_dir: Path, seeds: Sequence[int] | None = None,
-             source: str | None = None) -> DiagnosticReport:
-    """Predict the labeled AX pairs with the run's NLI model(s) and break R3 down by category."""
+             source: str | None = None, task: TaskSpec | None = None) -> DiagnosticReport:
+    """Predict the labeled diagnostic pairs with the run's NLI model(s) and break R3 down by category."""
+    from gluebench.artifacts import load_task_model
     from gluebench.config import load_config
-    from gluebench.runner import load_task_model
     from gluebench.training import predict
 
     paths = RunPaths(Path(run_dir))
     if not paths.config.is_file():
         raise GluebenchError("not a run directory (no config.yaml)", path=paths.root)
+    task, _ = diagnostic_task(task)
     seeds = list(seeds) if seeds else list(load_config(paths.config).seeds)
     if source is None:
-        source = choose_nli_source(paths, seeds)
-    elif source not in NLI_SOURCES:
-        raise GluebenchError(f"--source must be one of {', '.join(NLI_SOURCES)}, got {source!r}")
-    stand_in = source != "MNLI"
-    examples = load_diagnostic(data_dir)
+        source = choose_nli_source(paths, seeds, task)
+    elif source not in nli_sources(task):
+        raise GluebenchError(f"--source must be one of {', '.join(nli_sources(task))}, got {source!r}")
+    stand_in = source != task.predicted_by
+    examples = load_diagnostic(data_dir, task)
     per_seed: dict[int, list[Slice]] = {}
     for seed in seeds:
         if not paths.weights(source, seed).is_file():
             raise GluebenchError(f"no {source} model for seed {seed}", path=paths.weights(source, seed))
         model, spec = load_task_model(paths.root, source, seed)
         predictions = [str(p) for p in predict(model, spec, examples)]
-        per_seed[seed] = breakdown(examples, predictions, binary=stand_in)
-    return DiagnosticReport(paths.root, source, stand_in, seeds, per_seed)
+        per_seed[seed] = breakdown(examples, predictions, binary=stand_in, task=task)
+    return DiagnosticReport(paths.root, source, stand_in, seeds, per_seed, task)
 
 
 def plot(report: DiagnosticReport, path: Path) -> None:
@@ -191,7 +212,8 @@ def plot(report: DiagnosticReport, path: Path) -> None:
     rows = report.mean()
     coarse = [r for r in rows if r["group"] in ("all", "coarse")]
     fine = [r for r in rows if r["group"] == "fine"]
-    colors = dict(zip(COARSE_CATEGORIES, plt.get_cmap("tab10").colors, strict=False))
+    palette = plt.get_cmap("tab10")
+    colors = {category: palette(k) for k, category in enumerate(diagnostic_task(report.task)[1].categories)}
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, max(6, 0.24 * len(fine))),
                                       gridspec_kw={"width_ratios": [1, 1.4]})
     left.barh([f"{r['name']} (n={r['count']})" for r in coarse], [r["r3"] for r in coarse],
@@ -208,8 +230,8 @@ def plot(report: DiagnosticReport, path: Path) -> None:
     right.set_xlabel(report.metric_label)
     right.set_title("Fine tags (colour = coarse category)")
     seeds = f"seed {report.seeds[0]}" if len(report.seeds) == 1 else f"mean over seeds {report.seeds}"
-    fig.suptitle(f"AX diagnostic by category — predicted by {report.source}"
-                 f"{' (stand-in for MNLI)' if report.stand_in else ''}, {seeds}")
+    fig.suptitle(f"{report.task.name} diagnostic by category — predicted by {report.source}"
+                 f"{f' (stand-in for {report.task.predicted_by})' if report.stand_in else ''}, {seeds}")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

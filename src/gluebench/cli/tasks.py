@@ -40,11 +40,15 @@ def tasks_command() -> None:
         labels = "regression 0–5" if spec.is_regression else ", ".join(spec.labels or ())
         table.add_row(
             spec.name, "pair" if spec.is_pair else "single", _size(spec.name, "train"),
-            _size(spec.name, "dev") if spec.name != "AX" else f"{spec.split('full').rows:,} (labeled)",
+            _size(spec.name, "dev") if spec.predicted_by is None else f"{spec.split('full').rows:,} (labeled)",
             _size(spec.name, "test"), "/".join(spec.metrics), labels, spec.domain,
         )
     console.print(table)
-    console.print("AX (diagnostic) is predicted with the MNLI model and does not count in the GLUE score.")
+    for spec in TASKS.values():
+        if spec.predicted_by is not None:
+            counts = "counts" if spec.in_glue_score else "does not count"
+            console.print(f"{spec.name} is predicted with the {spec.predicted_by} model and {counts} "
+                          "in the GLUE score.")
 
 
 @app.command("show")

@@ -1,14 +1,15 @@
 """Download the official GLUE files, verify them, and install them without ever leaving a half-done file.
 
-Sources are those of the standard ``download_glue_data.py``: one zip per task on dl.fbaipublicfiles.com
-(``QQP-clean.zip``, ``QNLIv2.zip``), ``AX.tsv`` as ``diagnostic/diagnostic.tsv``, and MRPC built from
-Microsoft's ``msr_paraphrase_{train,test}.txt`` with the official dev ids by the official split rule.
-The labeled ``diagnostic-full.tsv`` comes from the link the GLUE authors' jiant toolkit uses.
+What to fetch is each task's ``downloads`` in the registry, those of the standard ``download_glue_data.py``:
+one zip per task on dl.fbaipublicfiles.com (``QQP-clean.zip``, ``QNLIv2.zip``), ``AX.tsv`` as
+``diagnostic/diagnostic.tsv``, and MRPC built from Microsoft's ``msr_paraphrase_{train,test}.txt`` with the
+official dev ids by the official split rule (the task's ``build`` recipe, one of `BUILDS`).
 
 Every transfer streams into ``<target>/.gluebench-downloads/NAME.part``; a broken transfer is retried with
 backoff and resumed with an HTTP ``Range`` request, also in a later run. Download sizes and digests are the
 ones the Hugging Face ``glue`` loader pins; an archive's own digest is checked only when it comes from the
-official host (a mirror may repack it), plain files always.
+official host (a mirror may repack it), plain files always. ``$GLUEBENCH_OFFICIAL_URL`` moves the official
+host elsewhere with every pin still on (a local copy of it, or a test's loopback server).
 Archives are extracted into a staging directory inside ``target`` after every member was checked (no
 absolute paths, no ``..``, no links, no absurd sizes); each task file is then verified against the digest
 pinned in the task registry and only then moved into place with an atomic rename.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import http.client
 import logging
 import os
@@ -31,7 +33,6 @@ import urllib.request
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -40,11 +41,11 @@ from tqdm import tqdm
 
 from gluebench.data.check import checksum_status, sha256_file
 from gluebench.errors import ChecksumError, DataFormatError, GluebenchError
-from gluebench.tasks import TaskSpec
+from gluebench.tasks import GLUE_HOST, Remote, TaskSpec
 
 log = logging.getLogger(__name__)
 
-OFFICIAL = "https://dl.fbaipublicfiles.com"
+OFFICIAL_URL_ENV = "GLUEBENCH_OFFICIAL_URL"
 DOWNLOADS = ".gluebench-downloads"  # partial and finished transfers, inside the target directory
 STAGING_PREFIX = ".gluebench-staging-"
 _CHUNK = 1 << 20
@@ -52,32 +53,6 @@ _CHUNK = 1 << 20
 
 class DownloadError(GluebenchError):
     """A transfer that failed for good (HTTP error, or still broken after every retry)."""
-
-
-@dataclass(frozen=True)
-class Remote:
-    """One file to fetch. ``dest`` is where a plain file goes; ``None`` means a zip archive to extract."""
-
-    url: str
-    size: int | None = None
-    sha256: str | None = None
-    dest: str | None = None
-
-    @property
-    def name(self) -> str:
-        return PurePosixPath(urlsplit(self.url).path).name
-
-
-@dataclass(frozen=True)
-class TaskSource:
-    """What to fetch for one task, and how to turn it into the official files (MRPC needs a build step)."""
-
-    remotes: tuple[Remote, ...]
-    build: Callable[[Path], None] | None = None  # called with the staging directory
-
-
-def _zip(name: str, size: int, sha256: str) -> TaskSource:
-    return TaskSource((Remote(f"{OFFICIAL}/glue/data/{name}", size, sha256),))
 
 
 MRPC_TEST_HEADER = "index\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
@@ -109,7 +84,7 @@ def build_mrpc(mrpc_dir: Path, out_dir: Path | None = None) -> None:
         header, train_rows = _mrpc_rows(mrpc_dir / "msr_paraphrase_train.txt")
         _, test_rows = _mrpc_rows(mrpc_dir / "msr_paraphrase_test.txt")
     except UnicodeDecodeError as exc:
-        raise DataFormatError(f"MRPC source is not valid UTF-8 ({exc.reason})", path=mrpc_dir) from exc
+        raise DataFormatError(f"MSR paraphrase source is not valid UTF-8 ({exc.reason})", path=mrpc_dir) from exc
     train = [header] + ["\t".join(r) + "\n" for r in train_rows if (r[1], r[2]) not in dev_ids]
     dev = [header] + ["\t".join(r) + "\n" for r in train_rows if (r[1], r[2]) in dev_ids]
     test = [MRPC_TEST_HEADER] + [f"{i}\t{r[1]}\t{r[2]}\t{r[3]}\t{r[4]}\n" for i, r in enumerate(test_rows)]
@@ -118,39 +93,9 @@ def build_mrpc(mrpc_dir: Path, out_dir: Path | None = None) -> None:
         (out_dir / name).write_text("".join(lines), encoding="utf-8", newline="\n")
 
 
-# Sizes and sha256 of the downloads as pinned by the Hugging Face `glue` loader (datasets/glue/dataset_infos.json).
-SOURCES: dict[str, TaskSource] = {
-    "CoLA": _zip("CoLA.zip", 376971, "f212fcd832b8f7b435fb991f101abf89f96b933ab400603bf198960dfc32cbff"),
-    "SST-2": _zip("SST-2.zip", 7439277, "d67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f64057c16deaa"),
-    "MRPC": TaskSource(
-        (
-            Remote(f"{OFFICIAL}/senteval/senteval_data/msr_paraphrase_train.txt", 1047044,
-                   "60a9b09084528f0673eedee2b69cb941920f0b8cd0eeccefc464a98768457f89",
-                   dest="MRPC/msr_paraphrase_train.txt"),
-            Remote(f"{OFFICIAL}/senteval/senteval_data/msr_paraphrase_test.txt", 441275,
-                   "a04e271090879aaba6423d65b94950c089298587d9c084bf9cd7439bd785f784",
-                   dest="MRPC/msr_paraphrase_test.txt"),
-            Remote(f"{OFFICIAL}/glue/data/mrpc_dev_ids.tsv", 6222,
-                   "971d7767d81b997fd9060ade0ec23c4fc31cbb226a55d1bd4a1bac474eb81dc7", dest="MRPC/dev_ids.tsv"),
-        ),
-        build=lambda staging: build_mrpc(staging / "MRPC"),
-    ),
-    "STS-B": _zip("STS-B.zip", 802872, "e60a6393de5a8b5b9bac5020a1554b54e3691f9d600b775bd131e613ac179c85"),
-    "QQP": _zip("QQP-clean.zip", 41696084, "40e7c862c04eb26ee04b67fd900e76c45c6ba8e6d8fab4f8f1f8072a1a3fbae0"),
-    "MNLI": _zip("MNLI.zip", 312783507, "e7c1d896d26ed6caf700110645df426cc2d8ebf02a5ab743d5a5c68ac1c83633"),
-    "QNLI": _zip("QNLIv2.zip", 10627589, "e634e78627a29adaecd4f955359b22bf5e70f2cbd93b493f2d624138a0c0e5f5"),
-    "RTE": _zip("RTE.zip", 697150, "6bf86de103ecd335f3441bd43574d23fef87ecc695977a63b82d5efb206556ee"),
-    "WNLI": _zip("WNLI.zip", 28999, "ae0e8e4d16f4d46d4a0a566ec7ecceccfd3fbfaa4a7a4b4e02848c0f2561ac46"),
-    "AX": TaskSource(
-        (
-            Remote(f"{OFFICIAL}/glue/data/AX.tsv", 222257,
-                   "0e13510b1bb14436ff7e2ee82338f0efb0133ecf2e73507a697dc210db3f05fd",
-                   dest="diagnostic/diagnostic.tsv"),
-            # not pinned here: its content is verified against the registry's sha256 of diagnostic-full.tsv
-            Remote("https://www.dropbox.com/s/ju7d95ifb072q9f/diagnostic-full.tsv?dl=1",
-                   dest="diagnostic/diagnostic-full.tsv"),
-        )
-    ),
+BUILDS: dict[str, Callable[[Path], None]] = {
+    # a task's ``build`` names its recipe; each is called with the task's directory in the staging area
+    "msr-paraphrase-split": build_mrpc,
 }
 
 
@@ -261,14 +206,15 @@ def fetch(
     part = dest.with_name(dest.name + ".part")
     if dest.exists() and sha256 and sha256_file(dest) == sha256:
         return dest
-    options = {"retries": retries, "backoff": backoff, "timeout": timeout, "progress": progress}
+    transfer = functools.partial(_transfer_with_retries, url, part, retries=retries, backoff=backoff,
+                                 timeout=timeout, progress=progress)
     resumed = part.exists() and part.stat().st_size > 0
-    _transfer_with_retries(url, part, **options)
+    transfer()
     problem = _mismatch(part, size, sha256)
     if problem and resumed:
         log.warning("%s: %s after resuming an old partial file; downloading again", url, problem)
         part.unlink()
-        _transfer_with_retries(url, part, **options)
+        transfer()
         problem = _mismatch(part, size, sha256)
     if problem:
         part.unlink()
@@ -408,27 +354,41 @@ def _locked(target: Path) -> Iterator[Path]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _source(remote: Remote, base_url: str | None) -> tuple[str, bool]:
+    """Where to fetch ``remote`` from, and whether its pinned size and digest apply.
+
+    A mirror may repack archives, so their own digest is only pinned for the official host (wherever
+    ``$GLUEBENCH_OFFICIAL_URL`` puts it); plain files are the official bytes wherever they come from.
+    """
+    if base_url is not None:
+        return _with_host(remote.url, base_url), remote.dest is not None
+    official = os.environ.get(OFFICIAL_URL_ENV)
+    if official and remote.url.startswith(GLUE_HOST + "/"):
+        return _with_host(remote.url, official), True
+    return remote.url, True
+
+
 def _download_task(task: TaskSpec, target: Path, downloads: Path, base_url: str | None, progress: bool,
                    fetch_options: dict[str, Any]) -> list[Path]:
-    source = SOURCES[task.name]
+    if not task.downloads:
+        raise DownloadError(f"{task.name}: the task registry names no download for it; put its files in {target}")
+    if task.build is not None and task.build not in BUILDS:
+        raise DownloadError(f"{task.name}: unknown build recipe {task.build!r} (known: {', '.join(BUILDS)})")
     fetched: list[Path] = []
     with tempfile.TemporaryDirectory(dir=target, prefix=STAGING_PREFIX) as tmp, _removing(fetched):
         staging = Path(tmp)
-        for remote in source.remotes:
-            # a mirror may repack archives, so their own digest is only pinned for the official host;
-            # plain files are the official bytes wherever they come from
-            pinned = base_url is None or remote.dest is not None
-            path = fetch(_with_host(remote.url, base_url), downloads / remote.name,
-                         size=remote.size if pinned else None, sha256=remote.sha256 if pinned else None,
-                         progress=progress, **fetch_options)
+        for remote in task.downloads:
+            url, pinned = _source(remote, base_url)
+            path = fetch(url, downloads / remote.name, size=remote.size if pinned else None,
+                         sha256=remote.sha256 if pinned else None, progress=progress, **fetch_options)
             fetched.append(path)
             if remote.dest is None:
                 safe_extract(path, staging, top_dir=_task_dir(task))
             else:
                 (staging / remote.dest).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, staging / remote.dest)
-        if source.build is not None:
-            source.build(staging)
+        if task.build is not None:
+            BUILDS[task.build](staging / _task_dir(task))
         _, problems = _verified(task, staging)
         if problems:
             raise ChecksumError(f"{task.name} download refused, nothing installed: {'; '.join(problems)}")
@@ -490,5 +450,5 @@ def download_glue(
         raise GluebenchError(f"cannot write the GLUE files ({exc.strerror})", path=where) from exc
 
 
-__all__ = ["SOURCES", "DownloadError", "Remote", "build_mrpc", "download_glue", "fetch", "safe_extract"]
+__all__ = ["BUILDS", "DownloadError", "build_mrpc", "download_glue", "fetch", "safe_extract"]
 
