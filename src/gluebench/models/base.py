@@ -32,13 +32,20 @@ Batch = dict[str, torch.Tensor]
 
 
 class Capability(enum.Enum):
-    """What a family may offer beyond build / encode / collate / restore (the value is how errors name it)."""
+    """What a family may offer beyond build / encode / collate / restore (the value is how errors name it).
 
-    MULTITASK = "multitask training (one shared encoder, a head per task)"  # ModelFamily.build_multitask
-    LAYER_OUTPUTS = "per-layer outputs"  # TaskModel.layer_outputs
-    WORD_EMBEDDINGS = "word embeddings"  # TaskModel.word_embedding, word_vocabulary, read_words, ...
-    # not a method but a property analysis relies on: the word vocabulary is built from the task's own texts,
-    # so models of different tasks may read one sentence differently (a word one of them lacks reads as UNK)
+    - MULTITASK: `ModelFamily.build_multitask`, one shared encoder with a head per task;
+    - LAYER_OUTPUTS: `TaskModel.layer_outputs`, for probing and representation analysis;
+    - WORD_EMBEDDINGS: `TaskModel.word_embedding`, `word_vocabulary`, `read_words` and
+      `pretrained_word_embedding`, the input word vectors and the words they stand for;
+    - TASK_VOCABULARY: no method, a property analysis must know: the word vocabulary is built from each
+      task's own texts, so models of different tasks may read one sentence differently (a word one of them
+      lacks reads as the unknown word there).
+    """
+
+    MULTITASK = "multitask training (one shared encoder, a head per task)"
+    LAYER_OUTPUTS = "per-layer outputs"
+    WORD_EMBEDDINGS = "word embeddings"
     TASK_VOCABULARY = "a word vocabulary built per task"
 
 
