@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from gluebench.config import RunConfig, config_from_mapping, load_config
+from gluebench.config import RunConfig, config_from_mapping, load_config, parse_option
 from gluebench.errors import ConfigError, GluebenchError
 from gluebench.runs import atomic_write_json, list_runs, register_run
 from gluebench.tasks import GLUE_TASKS, TASKS, get_task, resolve_tasks
@@ -58,6 +59,24 @@ def test_config_coerces_cli_strings() -> None:
     config = config_from_mapping({"seeds": "1,2,3", "tasks": "CoLA,RTE"})
     assert config.seeds == [1, 2, 3] and config.tasks == ["CoLA", "RTE"]
     assert RunConfig().model == "glove-bilstm"
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("epochs", True, "'epochs' must be int, got True"),
+    ("epochs", 2.0, "'epochs' must be int, got 2.0"),
+    ("epochs", "--5", "'epochs' must be int, got '--5'"),
+    ("lr", "nan", "'lr' must be float, got 'nan'"),
+    ("lr", float("inf"), "'lr' must be float, got inf"),
+    ("weight_decay", None, "'weight_decay' must be float, got None"),
+    ("model", 5, "'model' must be str, got 5"),
+    ("seeds", 1, "'seeds' must be a list, got 1"),
+    ("tasks", " , ", "'tasks' must name at least one value"),
+    ("trackers", "wandb,wandb", "'trackers' repeats 'wandb'"),
+])
+def test_config_refuses_what_it_cannot_take_losslessly(key: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"run.yaml: {message}")):
+        config_from_mapping({key: value}, "run.yaml")
+    assert parse_option("lr", "3e-5") == 3e-5 and parse_option("epochs", " 3 ") == 3
 
 
 def test_atomic_write_leaves_no_partial_file_on_error(tmp_path: Path) -> None:

@@ -8,11 +8,19 @@ searchable keys are all derived from these fields' metadata (`option`), so a set
 reachable everywhere at once. None means "the model family's default" where the help says so.
 
 Every key is checked: an unknown key, a wrong type or an impossible value is a `ConfigError` that names
-the key (and the file) and says what is allowed.
+the key (and the file) and says what is allowed. A value from the command line is checked on its own
+(`parse_option`) before it meets a YAML file, so an error blames the place the bad value came from.
+
+Types are coerced by `_check_type` rather than a library (pydantic comes only with typer, not as a
+gluebench dependency): the options use five types, the coercion must refuse what pydantic's lax mode
+takes (``True`` for 1, ``2.0`` for 2) and split comma-separated lists, and the message must stay one line
+in the house style, which a ``ValidationError`` would have to be rewritten into anyway.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -24,6 +32,7 @@ import yaml
 
 from gluebench.errors import ConfigError
 
+COMMAND_LINE = "option"  # the `where` of values typed on the command line ("option 'epochs' must be ...")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 
@@ -34,6 +43,7 @@ class OptionSpec:
 
     help: str
     choices: tuple[str, ...] | None = None  # allowed values (of each item, for lists)
+    nonempty: bool = False  # a list that must name at least one item
     minimum: float | None = None  # smallest allowed value (inclusive)
     below: float | None = None  # values must be smaller than this
     positive: bool = False  # > 0
@@ -51,6 +61,7 @@ def option(default: Any, help: str, **spec: Any) -> Any:
 
 
 def option_spec(item: Field[Any]) -> OptionSpec:
+    """The declaration of a field; every field of the three option classes has one."""
     spec = item.metadata.get("option")
     assert isinstance(spec, OptionSpec), f"{item.name} is not declared with option()"
     return spec
@@ -111,8 +122,9 @@ class RunConfig(TrainConfig, FamilyOptions):
 
     model: str = option("glove-bilstm", "Model: glove-cbow, glove-bilstm, glove-transformer, minilm, "
                         "hf:<id|path>.", short="-m")
-    tasks: list[str] = option(["all"], "Comma-separated tasks, or 'all'.", short="-t", sweepable=False)
-    seeds: list[int] = option([1], "Comma-separated seeds, e.g. 1,2,3 (mean ± std is reported).")
+    tasks: list[str] = option(["all"], "Comma-separated tasks, or 'all'.", short="-t", sweepable=False,
+                              nonempty=True)
+    seeds: list[int] = option([1], "Comma-separated seeds, e.g. 1,2,3 (mean ± std is reported).", nonempty=True)
     data_dir: str | None = option(None, "GLUE data directory (default: $GLUE_DIR, the cache, ../shared).",
                                   sweepable=False)
     output_dir: str | None = option(None, "Run directory (default runs/<date-time>-<model>).", short="-o",
@@ -120,14 +132,10 @@ class RunConfig(TrainConfig, FamilyOptions):
     max_train_examples: int | None = option(None, "Train on a fixed random slice of this size.", positive=True)
     multitask: bool = option(False, "One shared encoder, per-task heads, batches sampled across tasks.")
 
-    def validate(self, source: str = "option") -> RunConfig:
+    def validate(self, source: str = COMMAND_LINE) -> RunConfig:
         """Check every value against its declaration; ``source`` names where it came from in errors."""
         for item in fields(self):
             _check_value(item, getattr(self, item.name), source)
-        if not self.seeds:
-            raise ConfigError(f"{source} 'seeds' must name at least one seed")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(f"{source} 'seeds' has duplicates: {self.seeds}")
         return self
 
     def family_options(self) -> FamilyOptions:
@@ -138,9 +146,12 @@ class RunConfig(TrainConfig, FamilyOptions):
         values = {f.name: getattr(self, f.name) for f in fields(TrainConfig)}
         return TrainConfig(**{**values, "seed": seed})
 
+    def options(self) -> dict[str, Any]:
+        """The user-facing options (no per-seed fields): what `config_from_mapping` reads back."""
+        return {k: v for k, v in asdict(self).items() if option_spec(_FIELDS[k]).cli}
+
     def to_yaml(self) -> str:
-        saved = {k: v for k, v in asdict(self).items() if option_spec(_FIELDS[k]).cli}
-        return yaml.safe_dump(saved, sort_keys=False)
+        return yaml.safe_dump(self.options(), sort_keys=False)
 
 
 _FIELDS: dict[str, Field[Any]] = {f.name: f for f in fields(RunConfig)}
@@ -161,6 +172,14 @@ def option_type(name: str) -> Any:
     return _HINTS[name]
 
 
+def value_type(name: str) -> tuple[type, bool]:
+    """The type of one value of an option, and whether the option takes a list of them."""
+    hint = _without_none(_HINTS[name])
+    if typing.get_origin(hint) is list:
+        return typing.get_args(hint)[0], True
+    return hint, False
+
+
 def default_of(item: Field[Any]) -> Any:
     if item.default is not MISSING:
         return item.default
@@ -169,66 +188,88 @@ def default_of(item: Field[Any]) -> Any:
     return None
 
 
-def _check_value(item: Field[Any], value: Any, source: str) -> None:
+def parse_option(name: str, value: Any, where: str = COMMAND_LINE) -> Any:
+    """One option's value coerced to its type and checked against its declaration, else a `ConfigError`."""
+    checked = _check_type(name, value, _HINTS[name], where)
+    _check_value(_FIELDS[name], checked, where)
+    return checked
+
+
+def _subject(key: str, where: str) -> str:
+    """How an error names a key: "option 'epochs'" from the command line, "run.yaml: 'epochs'" elsewhere."""
+    return f"{where} {key!r}" if where == COMMAND_LINE else f"{where}: {key!r}"
+
+
+def _without_none(hint: Any) -> Any:
+    """``int | None`` → ``int``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def _check_value(item: Field[Any], value: Any, where: str) -> None:
     spec = option_spec(item)
+    subject = _subject(item.name, where)
+    if isinstance(value, list):
+        if spec.nonempty and not value:
+            raise ConfigError(f"{subject} must name at least one value")
+        repeated = sorted({repr(v) for v in value if value.count(v) > 1})
+        if repeated:
+            raise ConfigError(f"{subject} repeats {', '.join(repeated)}")
     values: Sequence[Any] = value if isinstance(value, list) else [value]
     for one in values:
         if one is None or isinstance(one, bool):
             continue
         if spec.choices is not None and one not in spec.choices:
-            raise ConfigError(f"{source} {item.name!r} must be one of {', '.join(spec.choices)}, got {one!r}")
+            raise ConfigError(f"{subject} must be one of {', '.join(spec.choices)}, got {one!r}")
         if not isinstance(one, int | float):
             continue
         if spec.positive and one <= 0:
-            raise ConfigError(f"{source} {item.name!r} must be positive, got {one}")
+            raise ConfigError(f"{subject} must be positive, got {one}")
         if spec.minimum is not None and one < spec.minimum:
-            raise ConfigError(f"{source} {item.name!r} must be >= {spec.minimum:g}, got {one}")
+            raise ConfigError(f"{subject} must be >= {spec.minimum:g}, got {one}")
         if spec.below is not None and one >= spec.below:
             low = f"[{spec.minimum:g}, {spec.below:g})" if spec.minimum is not None else f"< {spec.below:g}"
-            raise ConfigError(f"{source} {item.name!r} must be in {low}, got {one}")
+            raise ConfigError(f"{subject} must be in {low}, got {one}")
 
 
 def _check_type(key: str, value: Any, hint: Any, where: str) -> Any:
     """Coerce ``value`` to the field's type where that is lossless, else raise naming the key."""
-    args = typing.get_args(hint)
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is list:
-        items = [part for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+    if value is None and _without_none(hint) is not hint:
+        return None
+    hint = _without_none(hint)
+    if typing.get_origin(hint) is list:
+        items = [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
         if not isinstance(items, list):
-            raise ConfigError(f"{where}: {key!r} must be a list, got {value!r}")
-        return [_check_type(key, item.strip() if isinstance(item, str) else item, args[0], where) for item in items]
+            raise ConfigError(f"{_subject(key, where)} must be a list, got {value!r}")
+        return [_check_type(key, item, typing.get_args(hint)[0], where) for item in items]
     if hint is bool:
         if isinstance(value, bool):
             return value
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-    elif hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
         if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
+            with contextlib.suppress(ValueError):
+                return int(value)
+    elif hint is float:
+        number: Any = value
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if isinstance(number, int | float) and not isinstance(number, bool) and math.isfinite(number):
+            return float(number)
     elif hint is str and isinstance(value, str):
         return value
-    raise ConfigError(f"{where}: {key!r} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+    raise ConfigError(f"{_subject(key, where)} must be {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
 def config_from_mapping(values: dict[str, Any], where: str = "config") -> RunConfig:
+    """A checked config from YAML-like ``values`` (CLI strings such as "1,2,3" are coerced too)."""
     unknown = [k for k in values if k not in OPTION_NAMES]
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(OPTION_NAMES)})")
-    checked = {k: _check_type(k, v, _HINTS[k], where) for k, v in values.items()}
-    return RunConfig(**checked).validate(where)
+    return RunConfig(**{k: parse_option(k, v, where) for k, v in values.items()}).validate(where)
 
 
 def load_config(path: Path, overrides: dict[str, Any] | None = None) -> RunConfig:

@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from gluebench.config import RunConfig, config_from_mapping
+from gluebench.config import RunConfig, config_from_mapping, option_spec, parse_option, run_options
 from gluebench.errors import ConfigError
 from gluebench.runner import run
 from gluebench.runs import atomic_write_json, atomic_write_text, read_json
 from gluebench.tasks import TASKS
 
 BERT_GRID: dict[str, list[Any]] = {"lr": [2e-5, 3e-5, 5e-5], "batch_size": [16, 32], "epochs": [2, 3, 4]}
-NOT_SWEPT = ("output_dir", "tasks", "data_dir", "progress")  # fixed for the whole sweep
 
 
 @dataclass
@@ -73,15 +72,15 @@ def load_grid(path: Path) -> dict[str, list[Any]]:
 
 
 def check_grid(grid: dict[str, list[Any]], where: str) -> dict[str, list[Any]]:
-    """Every key a run option that may vary, every value of the option's type, no empty or repeated lists."""
-    allowed = [f.name for f in fields(RunConfig) if f.name not in NOT_SWEPT]
+    """Every key a run option declared sweepable, every value checked as that option, no empty or repeated lists."""
+    allowed = [f.name for f in run_options() if option_spec(f).sweepable]
     checked: dict[str, list[Any]] = {}
     for key, values in grid.items():
         if key not in allowed:
             raise ConfigError(f"{where}: {key!r} cannot be swept (allowed: {', '.join(allowed)})")
         if not values:
             raise ConfigError(f"{where}: {key!r} has no values")
-        typed = [getattr(config_from_mapping({key: value}, where), key) for value in values]
+        typed = [parse_option(key, value, where) for value in values]
         if len({repr(v) for v in typed}) != len(typed):
             raise ConfigError(f"{where}: {key!r} repeats a value: {values}")
         checked[key] = typed
@@ -133,7 +132,7 @@ def _table(result: SweepResult) -> str:
 
 def _record(result: SweepResult, base: RunConfig) -> None:
     atomic_write_json(result.root / "sweep.json", {
-        "base_config": asdict(base), "grid": result.grid, "trials": [asdict(t) for t in result.trials],
+        "base_config": base.options(), "grid": result.grid, "trials": [asdict(t) for t in result.trials],
         "best": result.best,
     })
     atomic_write_text(result.root / "sweep.md", _table(result))
@@ -156,7 +155,7 @@ def _open_sweep_dir(base: RunConfig, grid: dict[str, list[Any]], output_dir: Pat
     if root.exists() and any(root.iterdir()):
         raise ConfigError(f"--output-dir {root} is not empty; pass --resume to continue that sweep or pick another")
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(root / "sweep.yaml", yaml.safe_dump({"base_config": asdict(base), "grid": grid},
+    atomic_write_text(root / "sweep.yaml", yaml.safe_dump({"base_config": base.options(), "grid": grid},
                                                           sort_keys=False))
     return root, base, grid
 
@@ -173,7 +172,7 @@ def sweep(base: RunConfig, grid: dict[str, list[Any]] | None = None, *, output_d
     for number, params in enumerate(points, start=1):
         name = trial_name(number, params)
         trial_dir = root / "trials" / name
-        config = config_from_mapping({**asdict(base), **params, "output_dir": str(trial_dir)}, f"trial {name}")
+        config = config_from_mapping({**base.options(), **params, "output_dir": str(trial_dir)}, f"trial {name}")
         if (trial_dir / "run.json").is_file():
             say(f"trial {number}/{len(points)} {name}: already done, kept")
             summary_tasks = read_json(trial_dir / "run.json")["tasks"]
