@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from gluebench.cli.app import app
+from gluebench.cli.options import given, with_options
 from gluebench.errors import GluebenchError
 from gluebench.runs import resolve_run
 
@@ -29,30 +30,22 @@ def _data_dir(explicit: Path | None) -> Path:
     return directory
 
 
-def _seeds(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError as exc:
-        raise GluebenchError(f"--seeds must be comma-separated integers, got {text!r}") from exc
-
-
 @app.command("diagnose")
+@with_options(("seeds",), helps={"seeds": "Seeds to use (default: all of the run's)."})
 def diagnose_command(
     run_dir: Annotated[str, typer.Argument(help="Run directory or run id (see `gluebench runs`).")],
-    seeds: Annotated[str | None, typer.Option("--seeds", help="Seeds to use (default: all of the run's).")] = None,
     source: Annotated[str | None, typer.Option(
         "--source", help="NLI model to predict with: MNLI, RTE or QNLI (default: MNLI, else RTE, else QNLI).")] = None,
     output_dir: Annotated[Path | None, typer.Option(
         "--output-dir", "-o", help="Where diagnostic.json/.png go (default RUN_DIR/analysis).")] = None,
     fine: Annotated[bool, typer.Option("--fine/--no-fine", help="Show the per-tag rows too.")] = True,
     data_dir: DataDir = None,
+    **options: Any,
 ) -> None:
     """R3 on the labeled AX diagnostic, overall and per linguistic category and tag, with counts."""
     from gluebench.analysis.diagnostic import diagnose, write_report
 
-    report = diagnose(resolve_run(run_dir), _data_dir(data_dir), _seeds(seeds), source)
+    report = diagnose(resolve_run(run_dir), _data_dir(data_dir), options["seeds"], source)
     json_path, png_path = write_report(report, output_dir)
     if report.stand_in:
         console.print(f"[yellow]No MNLI model in this run: {report.source} stands in.[/] It predicts only "
@@ -83,53 +76,52 @@ analyze_app = typer.Typer(help="Analyses across the task models of runs.", no_ar
 app.add_typer(analyze_app, name="analyze")
 
 
-def _train_for_analysis(model: str, tasks: str, seed: int, unfreeze: bool, max_train_examples: int | None,
-                        epochs: int | None, data_dir: Path | None, root: Path) -> Path:
+def _train_for_analysis(model: str, options: dict[str, Any], unfreeze: bool, data_dir: Path | None,
+                        root: Path) -> Path:
     """Train (or, when already there, reuse) a run to analyse, under ``root``."""
-    from gluebench.config import config_from_mapping
+    from gluebench.config import COMMAND_LINE, config_from_mapping
     from gluebench.runner import run
 
     run_dir = root / f"{model.replace(':', '_').replace('/', '_')}-{'unfrozen' if unfreeze else 'default'}"
-    values = {"model": model, "tasks": tasks, "seeds": [seed], "output_dir": str(run_dir),
-              "unfreeze_embeddings": unfreeze, "max_train_examples": max_train_examples, "epochs": epochs,
-              "data_dir": str(data_dir) if data_dir else None}
-    config = config_from_mapping({k: v for k, v in values.items() if v is not None}, "option")
+    values = {**options, "model": model, "output_dir": str(run_dir), "unfreeze_embeddings": unfreeze,
+              **({"data_dir": str(data_dir)} if data_dir else {})}
+    config = config_from_mapping(values, COMMAND_LINE)
     run(config, resume=(run_dir / "config.yaml").is_file(), report=console.print)
     return run_dir
 
 
 @analyze_app.command("representations")
+@with_options(("tasks", "epochs", "max_train_examples"), helps={
+    "tasks": "Comma-separated tasks (default: all the run trained; with --train: at least two).",
+    "epochs": "With --train: epochs (the family's default).",
+    "max_train_examples": "With --train: train on a fixed random slice of this size."})
 def representations_command(
     run_dirs: Annotated[list[str] | None, typer.Argument(help="Run directories or ids to compare.")] = None,
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Where the JSON, PNGs and report go.")] = Path(
         "analysis/representations"),
     seed: Annotated[int | None, typer.Option("--seed", help="Which seed's models (default: each run's first).")] = None,
-    tasks: Annotated[str | None, typer.Option("--tasks", "-t", help="Comma-separated tasks (default: all the run "
-                                              "trained).")] = None,
     probe_size: Annotated[int, typer.Option("--probe-size", help="Probe sentences from the dev sets.", min=10)] = 256,
     train: Annotated[str | None, typer.Option("--train", help="Train MODEL on --tasks first (into "
                                               "OUTPUT_DIR/runs) and analyse it.")] = None,
     unfreeze_embeddings: Annotated[bool, typer.Option("--unfreeze-embeddings", help="With --train: also train a run "
                                                       "with trainable word vectors, to compare.")] = False,
-    max_train_examples: Annotated[int | None, typer.Option("--max-train-examples", help="With --train: slice size.",
-                                                           min=1)] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="With --train: epochs.", min=1)] = None,
     data_dir: DataDir = None,
+    **options: Any,
 ) -> None:
     """Task x task linear CKA per layer: where do models trained on different tasks diverge?"""
     from gluebench.analysis.representations import analyze, write_outputs
 
     directories = [resolve_run(ref) for ref in run_dirs or []]
+    tasks: list[str] | None = options["tasks"]
     if train:
         if not tasks:
             raise GluebenchError("--train needs --tasks (at least two, e.g. --tasks SST-2,RTE)")
         for unfreeze in (False, True) if unfreeze_embeddings else (False,):
-            directories.append(_train_for_analysis(train, tasks, seed or 1, unfreeze, max_train_examples, epochs,
+            directories.append(_train_for_analysis(train, {**given(options), "seeds": [seed or 1]}, unfreeze,
                                                    data_dir, output_dir / "runs"))
     if not directories:
         raise GluebenchError("give RUN_DIR(s) to analyse, or --train MODEL --tasks ...")
-    task_list = [t for t in tasks.split(",") if t.strip()] if tasks else None
-    result = analyze(directories, _data_dir(data_dir), seed=seed, tasks=task_list, probe_size=probe_size)
+    result = analyze(directories, _data_dir(data_dir), seed=seed, tasks=tasks, probe_size=probe_size)
     written = write_outputs(result, output_dir)
     for line in result["summary"]:
         console.print(f"- {line}")

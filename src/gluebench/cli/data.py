@@ -75,7 +75,7 @@ def report_table(report: CheckReport) -> Table:
         table.add_column(column, overflow="fold")
     colors = {"ok": "green", "missing": "yellow", "corrupt": "red"}
     for check in report.files:
-        status = check.status
+        status: str = check.status
         if status == "missing" and check.task in report.named:
             status = "missing (asked for)"
         problem = _without_path(check.problems[0], check.path) if check.problems else ""

@@ -10,58 +10,26 @@ from rich.console import Console
 from rich.table import Table
 
 from gluebench.cli.app import app
+from gluebench.cli.options import given, with_options
 from gluebench.cli.tasks import score_table
-from gluebench.config import RunConfig, config_from_mapping, load_config
+from gluebench.config import COMMAND_LINE, OPTION_NAMES, RunConfig, config_from_mapping, load_config
 from gluebench.runs import list_runs
 
 console = Console()
 
 
-def _opt(help_text: str, *names: str) -> Any:
-    return typer.Option(*names, help=help_text, show_default=False)
-
-
 @app.command("run")
+@with_options(OPTION_NAMES)
 def run_command(
-    model: Annotated[str | None, _opt("Model: glove-cbow, glove-bilstm, glove-transformer, minilm, hf:<id|path>.",
-                                      "--model", "-m")] = None,
-    tasks: Annotated[str | None, _opt("Comma-separated tasks, or 'all' (default).", "--tasks", "-t")] = None,
-    seeds: Annotated[str | None, _opt("Comma-separated seeds, e.g. 1,2,3 (mean ± std is reported).",
-                                      "--seeds")] = None,
-    config_file: Annotated[Path | None, _opt("YAML file with the same fields as these options.",
-                                             "--config")] = None,
-    data_dir: Annotated[str | None, _opt("GLUE data directory.", "--data-dir")] = None,
-    output_dir: Annotated[str | None, _opt("Run directory (default runs/<date-time>-<model>).",
-                                           "--output-dir", "-o")] = None,
-    epochs: Annotated[int | None, _opt("Epochs (family default).", "--epochs")] = None,
-    batch_size: Annotated[int | None, _opt("Batch size (family default).", "--batch-size")] = None,
-    lr: Annotated[float | None, _opt("Learning rate (family default).", "--lr")] = None,
-    weight_decay: Annotated[float | None, _opt("AdamW weight decay.", "--weight-decay")] = None,
-    warmup_ratio: Annotated[float | None, _opt("Share of steps for linear warmup.", "--warmup-ratio")] = None,
-    grad_accum: Annotated[int | None, _opt("Gradient accumulation steps.", "--grad-accum")] = None,
-    patience: Annotated[int | None, _opt("Early-stopping patience in epochs.", "--patience")] = None,
-    max_length: Annotated[int | None, _opt("Max tokens per example.", "--max-length")] = None,
-    hidden_size: Annotated[int | None, _opt("Encoder hidden size (static models).", "--hidden-size")] = None,
-    dropout: Annotated[float | None, _opt("Dropout.", "--dropout")] = None,
-    embeddings: Annotated[str | None, _opt("GloVe .txt/.zip file or adapted-vectors dir (default glove.6B.50d).",
-                                           "--embeddings")] = None,
-    unfreeze_embeddings: Annotated[bool | None, _opt("Fine-tune the word vectors too.",
-                                                     "--unfreeze-embeddings")] = None,
-    max_train_examples: Annotated[int | None, _opt("Train on a fixed random slice of this size.",
-                                                   "--max-train-examples")] = None,
-    mixed_precision: Annotated[str | None, _opt("no, fp16 or bf16 (GPU).", "--mixed-precision")] = None,
-    multitask: Annotated[bool | None, _opt("One shared encoder, per-task heads.", "--multitask")] = None,
-    temperature: Annotated[float | None, _opt("Multitask sampling temperature (1 = proportional).",
-                                              "--temperature")] = None,
+    config_file: Annotated[Path | None, typer.Option(
+        "--config", help="YAML file with the same keys as the options below; options given here win.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output-dir.")] = False,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+    **options: Any,
 ) -> None:
     """Train one model per task (and seed) on every task whose data is present; print dev metrics."""
-    given = {key: value for key, value in locals().items()
-             if key not in ("config_file", "resume", "no_progress") and value is not None}
-    if no_progress:
-        given["progress"] = False
-    config: RunConfig = load_config(config_file, given) if config_file else config_from_mapping(given, "option")
+    overrides = given(options)
+    config: RunConfig = (load_config(config_file, overrides) if config_file
+                         else config_from_mapping(overrides, COMMAND_LINE))
     from gluebench.runner import run  # imported here: torch is slow to import for every command
 
     try:

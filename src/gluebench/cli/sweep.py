@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from gluebench.cli.app import app
-from gluebench.config import RunConfig, config_from_mapping, load_config
+from gluebench.cli.options import given, with_options
+from gluebench.config import COMMAND_LINE, OPTION_NAMES, RunConfig, config_from_mapping, load_config
 from gluebench.errors import ConfigError
-from gluebench.sweep import BERT_GRID, SweepResult, load_grid, parse_grid, sweep
 from gluebench.tasks import TASKS
 
+if TYPE_CHECKING:
+    from gluebench.sweep import SweepResult
+
 console = Console()
-
-
-def _opt(help_text: str, *names: str) -> Any:
-    return typer.Option(*names, help=help_text, show_default=False)
 
 
 def _table(result: SweepResult) -> Table:
@@ -39,35 +38,30 @@ def _table(result: SweepResult) -> Table:
 
 
 @app.command("sweep")
+@with_options(name for name in OPTION_NAMES if name != "output_dir")  # --output-dir: the sweep's directory
 def sweep_command(
-    model: Annotated[str | None, _opt("Model: minilm, hf:<id|path>, glove-cbow, ...", "--model", "-m")] = None,
-    tasks: Annotated[str | None, _opt("Comma-separated tasks, or 'all' (default).", "--tasks", "-t")] = None,
-    seeds: Annotated[str | None, _opt("Seeds per trial, e.g. 1,2,3 (trials compare means).", "--seeds")] = None,
-    grid: Annotated[str | None, _opt("Grid as KEY=V1,V2;KEY=... (default: the BERT paper's lr x batch x "
-                                     "epochs).", "--grid")] = None,
-    grid_file: Annotated[Path | None, _opt("YAML file mapping run options to lists of values.",
-                                           "--grid-file")] = None,
-    config_file: Annotated[Path | None, _opt("YAML with the fixed run options (as for gluebench run).",
-                                             "--config")] = None,
-    data_dir: Annotated[str | None, _opt("GLUE data directory.", "--data-dir")] = None,
-    output_dir: Annotated[Path | None, _opt("Sweep directory (default runs/<date-time>-sweep-<model>).",
-                                            "--output-dir", "-o")] = None,
-    max_train_examples: Annotated[int | None, _opt("Train every trial on a fixed random slice of this size.",
-                                                   "--max-train-examples")] = None,
-    max_length: Annotated[int | None, _opt("Max tokens per example.", "--max-length")] = None,
-    mixed_precision: Annotated[str | None, _opt("no, fp16 or bf16 (GPU).", "--mixed-precision")] = None,
+    grid: Annotated[str | None, typer.Option(
+        "--grid", help="Grid as KEY=V1,V2;KEY=... (default: the BERT paper's lr x batch x epochs).")] = None,
+    grid_file: Annotated[Path | None, typer.Option(
+        "--grid-file", help="YAML file mapping run options to lists of values.")] = None,
+    config_file: Annotated[Path | None, typer.Option(
+        "--config", help="YAML with the fixed run options (as for gluebench run); options given here win.")] = None,
+    output_dir: Annotated[Path | None, typer.Option(
+        "--output-dir", "-o", help="Sweep directory (default runs/<date-time>-sweep-<model>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the sweep in --output-dir.")] = False,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+    **options: Any,
 ) -> None:
-    """Train one run per grid point and report the best setting per task on dev."""
+    """Train one run per grid point and report the best setting per task on dev.
+
+    The run options below are the fixed base of every trial; the grid varies the sweepable ones.
+    """
     if grid and grid_file:
         raise ConfigError("--grid and --grid-file: give one of them")
-    given = {key: value for key, value in {
-        "model": model, "tasks": tasks, "seeds": seeds, "data_dir": data_dir, "max_train_examples": max_train_examples,
-        "max_length": max_length, "mixed_precision": mixed_precision}.items() if value is not None}
-    if no_progress:
-        given["progress"] = False
-    base: RunConfig = load_config(config_file, given) if config_file else config_from_mapping(given, "option")
+    overrides = given(options)
+    base: RunConfig = (load_config(config_file, overrides) if config_file
+                       else config_from_mapping(overrides, COMMAND_LINE))
+    from gluebench.sweep import BERT_GRID, load_grid, parse_grid, sweep  # imported here: torch is slow to import
+
     chosen = parse_grid(grid) if grid else load_grid(grid_file) if grid_file else BERT_GRID
     try:
         result = sweep(base, chosen, output_dir=output_dir, resume=resume, report=console.print)
