@@ -19,6 +19,9 @@ import pytest
 from gluebench.data.check import check_data
 from gluebench.data.download import (
     DOWNLOADS,
+    MAX_MEMBER_BYTES,
+    MAX_TOTAL_BYTES,
+    OFFICIAL_URL_ENV,
     STAGING_PREFIX,
     DownloadError,
     build_mrpc,
@@ -44,6 +47,36 @@ def make_zip(members: dict[str, bytes], *, links: dict[str, str] | None = None, 
             info.external_attr = (stat.S_IFLNK | 0o777) << 16
             zf.writestr(info, link_target)
     return buffer.getvalue()
+
+
+def declaring_zip(members: dict[str, bytes], declared: int, *, compressed: int | None = None) -> bytes:
+    """A real zip whose central directory declares ``declared`` bytes (and ``compressed``) for every member."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        for info in zf.infolist():  # written into the central directory at close
+            info.file_size = declared
+            info.compress_size = info.compress_size if compressed is None else compressed
+    return buffer.getvalue()
+
+
+def sized_zip(members: dict[str, bytes], size: int) -> bytes:
+    """``members`` zipped into exactly ``size`` bytes: a stored padding member outside the task directory (skipped
+    on extraction), then the archive comment for the last bytes."""
+    def build(pad: int, comment: bytes) -> bytes:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            for name, data in members.items():
+                zf.writestr(name, data)
+            zf.writestr("__MACOSX/padding", b"\0" * pad, compress_type=zipfile.ZIP_STORED)
+            zf.comment = comment
+        return buffer.getvalue()
+
+    pad = size - len(build(0, b"")) - 1000
+    data = build(pad, b"#" * (size - len(build(pad, b""))))
+    assert len(data) == size
+    return data
 
 
 def task_zip(glue_dir: Path, task: str, replace: dict[str, bytes] | None = None) -> bytes:
@@ -284,6 +317,81 @@ def test_unsafe_archives_are_refused(tmp_path: Path, glue_dir: Path, server: Ser
     assert sorted(p.name for p in outer.iterdir()) == ["glue"], "something was written outside the target"
     assert not Path("/tmp/gluebench-escaped.txt").exists()
     assert_clean(target)
+
+
+@pytest.mark.parametrize(("build", "message"), [
+    (lambda glue: declaring_zip({"WNLI/train.tsv": glue}, 5 << 30),
+     rf"archive refused: member 'WNLI/train\.tsv': declares {5 << 30:,} bytes \(limit {MAX_MEMBER_BYTES:,}\)"),
+    # 3.5 GiB each, as compressed as declared (no zip-bomb ratio): only the total gives them away
+    (lambda glue: declaring_zip({f"WNLI/part{i}.tsv": glue for i in range(5)}, 7 << 29, compressed=7 << 29),
+     rf"archive refused: member 'WNLI/part4\.tsv': archive would unpack to more than {MAX_TOTAL_BYTES:,} bytes"),
+    (lambda glue: declaring_zip({"WNLI/train.tsv": glue}, 1000), r"not a valid zip archive \(Bad CRC-32"),
+], ids=["member-declares-5GiB", "members-declare-17.5GiB-in-all", "member-holds-more-than-declared"])
+def test_archive_sizes_are_checked_not_trusted(tmp_path: Path, glue_dir: Path, server: Server,
+                                              build: Callable[[bytes], bytes], message: str) -> None:
+    server.files["/glue/data/WNLI.zip"] = build((glue_dir / "WNLI/train.tsv").read_bytes())
+    target = tmp_path / "glue"
+    with pytest.raises(DataFormatError, match=message) as caught:
+        download_glue([TASKS["WNLI"]], target, base_url=server.url, **FAST)
+    assert "\n" not in str(caught.value)
+    assert visible_files(target) == []
+    assert_clean(target)
+
+
+@pytest.fixture
+def official(server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    """The loopback server *is* the official host: every pinned size and digest applies, archives' too."""
+    monkeypatch.setenv(OFFICIAL_URL_ENV, server.url)
+    return server
+
+
+def _repacked_cola(glue_dir: Path, server: Server) -> str:
+    """Serve CoLA's real files as a zip of exactly the official archive's size but other bytes; its URL path."""
+    remote = TASKS["CoLA"].downloads[0]
+    path = urlsplit(remote.url).path
+    assert remote.size is not None
+    server.files[path] = sized_zip({s.path: (glue_dir / s.path).read_bytes() for s in TASKS["CoLA"].splits},
+                                   remote.size)
+    return path
+
+
+def test_official_archive_with_another_digest_is_refused(tmp_path: Path, glue_dir: Path, official: Server) -> None:
+    path = _repacked_cola(glue_dir, official)
+    pinned = TASKS["CoLA"].downloads[0].sha256 or ""
+    target = tmp_path / "glue"
+    with pytest.raises(ChecksumError, match=rf"CoLA\.zip refused: sha256 [0-9a-f]{{16}}… is not the pinned "
+                                            rf"{pinned[:16]}…") as caught:
+        download_glue([TASKS["CoLA"]], target, **FAST)
+    assert "\n" not in str(caught.value)
+    assert official.ranges(path) == [None]  # fetched from the (loopback) official host, once
+    assert visible_files(target) == []
+    assert_clean(target)
+    assert not list((target / DOWNLOADS).glob("CoLA*")), "refused archive must be deleted"
+
+    # the very same bytes from a mirror, where archives are not pinned, install: the pin alone refused them
+    download_glue([TASKS["CoLA"]], target, base_url=official.url, **FAST)
+    assert check_data(target, "CoLA").ok
+
+
+def test_official_host_files_matching_their_pins_install(tmp_path: Path, glue_dir: Path, official: Server) -> None:
+    target = tmp_path / "glue"
+    paths = download_glue([TASKS["MRPC"]], target, **FAST)
+    for path in paths:
+        assert path.read_bytes() == (glue_dir / path.relative_to(target)).read_bytes(), path
+    assert sorted(p for p, _ in official.requests) == sorted(urlsplit(r.url).path for r in TASKS["MRPC"].downloads)
+
+
+def test_cli_official_digest_refusal_is_one_line(tmp_path: Path, glue_dir: Path, official: Server) -> None:
+    _repacked_cola(glue_dir, official)
+    failed = subprocess.run(
+        [sys.executable, "-m", "gluebench", "download", "--tasks", "CoLA", "--data-dir", str(tmp_path / "glue"),
+         "--no-progress"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert failed.returncode == 2, failed.stderr
+    assert failed.stderr.strip().count("\n") == 0, failed.stderr
+    assert failed.stderr.startswith("gluebench: error: ") and "CoLA.zip refused: sha256" in failed.stderr
+    assert not (tmp_path / "glue" / "CoLA").exists()
 
 
 def test_concurrent_downloads_into_one_directory(tmp_path: Path, glue_dir: Path, server: Server) -> None:
