@@ -26,7 +26,7 @@ Command = TypeVar("Command", bound=Callable[..., None])
 
 _PANELS = {**{f.name: "Model options" for f in fields(FamilyOptions)},
            **{f.name: "Training options" for f in fields(TrainConfig)}}
-_METAVARS = {int: "INTEGER", float: "FLOAT", str: "TEXT"}
+_METAVARS = {int: "<int>", float: "<float>", str: "<str>"}  # as typer shows its own options
 
 
 @dataclass(frozen=True)
