@@ -412,7 +412,8 @@ def unregister_task(name: str) -> None:
         raise GluebenchError(f"{name} is a built-in GLUE task and cannot be unregistered")
     if name not in TASKS:
         raise GluebenchError(f"no registered task {name!r}")
-    if users := [t.name for t in predicted_tasks(name)]:
+    if users := [t.name for t in TASKS.values()
+                 if t.predicted_by == name or (t.diagnostic and name in t.diagnostic.stand_ins)]:
         raise GluebenchError(f"{name} predicts {', '.join(users)}; unregister those first")
     del TASKS[name]
 
