@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from gluebench.artifacts import load_task_model, subsample
 from gluebench.config import RunConfig
 from gluebench.data.read import Example, read_split
 from gluebench.errors import GluebenchError
@@ -18,11 +19,18 @@ from gluebench.metrics import compute_metrics
 from gluebench.models import get_family
 from gluebench.models.base import FamilyOptions
 from gluebench.models.static import StaticTaskModel
-from gluebench.multitask import sampling_probabilities
-from gluebench.runner import load_task_model, run, subsample
+from gluebench.runner import run
 from gluebench.runs import read_json
 from gluebench.tasks import TASKS, TaskSpec
-from gluebench.training import TrainConfig, load_weights, predict, predict_outputs, save_weights, train
+from gluebench.training import (
+    TrainConfig,
+    load_weights,
+    predict,
+    predict_outputs,
+    sampling_probabilities,
+    save_weights,
+    train,
+)
 
 from .conftest import CliRun
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from gluebench.artifacts import subsample
 from gluebench.config import RunConfig
 from gluebench.data.locate import cache_dir
 from gluebench.data.read import Example, read_split
 from gluebench.errors import ConfigError, GluebenchError
 from gluebench.models import FamilyOptions, get_family
 from gluebench.models.transformer import TransformerTaskModel, minilm_path
-from gluebench.runner import subsample
 from gluebench.sweep import parse_grid, sweep
 from gluebench.tasks import TASKS
 from gluebench.training import (

@@ -45,8 +45,8 @@ from gluebench.runs import (
     read_json,
     register_run,
 )
-from gluebench.tasks import TASKS, TaskSpec, resolve_tasks
-from gluebench.training import is_main_process, predict, share_from_main, train, wait_for_everyone
+from gluebench.tasks import TASKS, TaskSpec, predicted_tasks, resolve_tasks
+from gluebench.training import is_main_process, predict, process_state, share_from_main, train, wait_for_everyone
 
 log = logging.getLogger("gluebench")
 
@@ -152,7 +152,7 @@ def _predict_predicted(paths: RunPaths, source: TaskSpec, seed: int, data_dir: P
     MNLI says where its model fails without a separate ``gluebench diagnose``.
     """
     results = []
-    for target in (t for t in TASKS.values() if t.predicted_by == source.name):
+    for target in predicted_tasks(source.name):
         model, _ = load_task_model(paths.root, source.name, seed)
         metrics: dict[str, float] = {}
         categories: dict[str, float] = {}
@@ -165,7 +165,9 @@ def _predict_predicted(paths: RunPaths, source: TaskSpec, seed: int, data_dir: P
                 write_predictions(paths, target, seed, split, examples, preds)
             if split in target.dev_splits:
                 metrics.update(compute_metrics(target, preds, [e.label for e in examples]))
-                categories = {s.name: s.r3 for s in breakdown(examples, preds) if s.group == "coarse"}
+                if target.diagnostic is not None:
+                    categories = {s.name: s.r3 for s in breakdown(examples, preds, task=target)
+                                  if s.group == "coarse"}
         result = {"task": target.name, "seed": seed, "metrics": metrics, "categories": categories,
                   "predicted_by": source.name}
         if is_main_process():
@@ -287,7 +289,7 @@ def _finish(summary: RunSummary, config: RunConfig, paths: RunPaths) -> None:
     record = {
         "model": summary.model, "seeds": summary.seeds, "finished": now_iso(), "config": config.__dict__,
         "glue_score": score.value, "glue_score_label": score.label, "missing_tasks": list(score.missing),
-        "tasks": summary.tasks, "skipped": summary.skipped,
+        "tasks": summary.tasks, "skipped": summary.skipped, "processes": process_state().num_processes,
     }
     atomic_write_json(paths.summary, record)
     summary.run_id = register_run({

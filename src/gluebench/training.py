@@ -628,8 +628,9 @@ def train_tasks(tasks: Sequence[TaskData], config: TrainConfig, *, checkpoint_di
         run.accelerator.end_training()
     run.module.eval()
     outcomes = {name: _outcome(run, name, resumed_from) for name in run.tasks}
-    if len(tasks) == 1 and outcomes[tasks[0].spec.name].best_weights is not None:
-        load_weights_bytes(tasks[0].model.module, outcomes[tasks[0].spec.name].best_weights)  # type: ignore[arg-type]
+    only = outcomes[tasks[0].spec.name].best_weights if len(tasks) == 1 else None
+    if only is not None:
+        load_weights_bytes(tasks[0].model.module, only)
     return outcomes
 
 
@@ -653,7 +654,7 @@ def _start(tasks: Sequence[TaskData], config: TrainConfig, checkpoint_dir: Path 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * total_steps), total_steps)
     module, optimizer = accelerator.prepare(router, optimizer)
     checkpoints = _Checkpoints(checkpoint_dir, accelerator)
-    state, best = TrainState({name: TaskProgress() for name in names}), {}
+    state, best = TrainState({name: TaskProgress() for name in names}), dict[str, bytes]()
     restored = checkpoints.read(config, router, optimizer, scheduler) if resume else None
     if restored is not None:
         state, best = restored

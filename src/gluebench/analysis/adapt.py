@@ -111,6 +111,9 @@ class MittensResult:
 class MittensModel(torch.nn.Module):
     """GloVe parameters: word and context vectors and biases; ``forward`` gives the full objective's parts."""
 
+    base: torch.Tensor  # buffers: the base vectors of the words that have one, and those words' rows
+    base_index: torch.Tensor
+
     def __init__(self, size: int, dim: int, base: np.ndarray, has_base: np.ndarray, generator: torch.Generator):
         super().__init__()
         bound = math.sqrt(6.0 / (size + dim))  # Glorot uniform, as the reference initialises
@@ -266,7 +269,7 @@ def _base_words(spec: str | None) -> list[str]:
     import gzip
 
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as stream:  # type: ignore[operator]
+    with opener(path, "rt", encoding="utf-8", errors="replace") as stream:
         return [line.partition(" ")[0] for line in stream]
 
 

@@ -66,7 +66,7 @@ def _frozen_embeddings(model: TaskModel) -> bool | None:
 
 def load_run(run_dir: Path, seed: int | None = None, tasks: Sequence[str] | None = None) -> LoadedRun:
     """Every task model a run trained for ``seed`` (default: its first seed), AX excluded."""
-    from gluebench.runner import load_task_model
+    from gluebench.artifacts import load_task_model
 
     paths = RunPaths(Path(run_dir))
     if not paths.config.is_file():
