@@ -13,9 +13,10 @@ import pytest
 
 from gluebench.config import RunConfig, config_from_mapping, load_config, parse_option
 from gluebench.errors import ConfigError, GluebenchError
-from gluebench.runs import atomic_write_json, list_runs, register_run
+from gluebench.runs import atomic_write_json, list_runs, register_run, run_index_path
 from gluebench.tasks import GLUE_TASKS, TASKS, get_task, resolve_tasks
 from tests.conftest import CliRun
+from tests.faults import file_size_limit
 
 CLI = [sys.executable, "-m", "gluebench"]
 
@@ -82,10 +83,19 @@ def test_config_refuses_what_it_cannot_take_losslessly(key: str, value: object, 
 def test_atomic_write_leaves_no_partial_file_on_error(tmp_path: Path) -> None:
     target = tmp_path / "out.json"
     atomic_write_json(target, {"a": 1})
-    with pytest.raises(TypeError):
+    earlier = target.read_bytes()
+    with pytest.raises(TypeError):  # fails before any file is opened
         atomic_write_json(target, {"a": object()})
-    assert json.loads(target.read_text()) == {"a": 1}
+    assert target.read_bytes() == earlier
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    # fails in the middle of write(): the temporary file exists and holds the first 4 KiB of 1 MB
+    bigger = {"a": 2, "rows": ["x" * 1000] * 1000}
+    with file_size_limit(4096), pytest.raises(GluebenchError, match=r"out\.json: cannot write file \(File too large\)"):
+        atomic_write_json(target, bigger)
+    assert target.read_bytes() == earlier
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    atomic_write_json(target, bigger)  # with room, the same write replaces the file whole
+    assert json.loads(target.read_text()) == bigger
 
 
 def test_atomic_write_to_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
@@ -105,6 +115,21 @@ def _register_many(args: tuple[str, int]) -> None:
     os.environ["GLUEBENCH_CACHE"] = cache
     for i in range(15):
         register_run({"run_dir": f"/tmp/run-{worker}-{i}", "model": "m", "tasks": [], "seeds": [1]})
+
+
+def test_run_index_write_failing_midway_keeps_every_entry(isolated_cache: Path) -> None:
+    ids = [register_run({"run_dir": f"/tmp/run-{i}", "model": "m", "tasks": ["RTE"], "seeds": [1]}) for i in range(3)]
+    index = run_index_path()
+    earlier = index.read_bytes()
+    entry = {"run_dir": "/tmp/run-new", "model": "m", "tasks": ["RTE"], "seeds": [1]}
+    # the new index is longer than the old one: its write fails after the old one's length in bytes
+    too_large = r"runs\.json: cannot write file \(File too large"
+    with file_size_limit(len(earlier)), pytest.raises(GluebenchError, match=too_large):
+        register_run(entry)
+    assert index.read_bytes() == earlier
+    assert [p.name for p in index.parent.iterdir() if p.name.endswith(".tmp")] == []
+    assert [e["id"] for e in list_runs()] == ids == ["r1", "r2", "r3"]
+    assert register_run(entry) == "r4"  # with room again, the index goes on where it was
 
 
 def test_concurrent_runs_do_not_corrupt_the_index(isolated_cache: Path) -> None:
