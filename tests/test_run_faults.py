@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,8 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from gluebench.runs import RunPaths
+from gluebench.training import latest_checkpoint
 from tests.conftest import CliRun
+from tests.faults import kill_after_first_checkpoint, one_error_line, snapshot, temp_files
 
 RUN = [sys.executable, "-m", "gluebench", "run", "--model", "glove-cbow", "--no-progress"]
 
@@ -45,25 +50,49 @@ def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path: Path, glue
     assert not RunPaths(out).checkpoint("SST-2", 1).exists()
 
 
-def test_full_disk_is_a_clear_error_and_earlier_results_stay(tmp_path: Path, glue_dir: Path) -> None:
-    """A 300 KiB tmpfs (in a private mount namespace) fills up when the first model's weights are written."""
-    mount = tmp_path / "small"
+def test_full_disk_mid_checkpoint_is_a_clear_error_and_earlier_results_stay(tmp_path: Path, glue_dir: Path) -> None:
+    """A run killed after its first checkpoint resumes on a tmpfs with room for half a weights file.
+
+    The learning rate is too small to change a prediction, so no later epoch beats the first and the first
+    write after the resume is the next checkpoint's weights: its temporary file is created, fills the disk
+    part-way and fails with ENOSPC. Every file the run had before (config, best weights, the checkpoint that
+    state.json names: weights, best weights, optimiser state) must keep its exact bytes, no temporary file may
+    stay behind, and the error is one line.
+    """
+    run = tmp_path / "run"
+    # WNLI (the smallest task, all of it) for far more epochs than can pass before the kill lands
+    args = [*RUN, "--tasks", "WNLI", "--epochs", "200", "--patience", "200", "--lr", "1e-12",
+            "--data-dir", str(glue_dir), "-o", str(run)]
+    saved = kill_after_first_checkpoint(args, RunPaths(run).checkpoint("WNLI", 1))
+    before, log_before = snapshot(run), (run / "run.log").read_bytes()
+    checkpoint = latest_checkpoint(RunPaths(run).checkpoint("WNLI", 1))
+    assert checkpoint is not None and f"{checkpoint.relative_to(run)}/optimizer.pt" in before
+    # tmpfs counts whole pages per inode (hard links once); leave room for half of the smallest weights file
+    inodes = {p.stat().st_ino: p.stat().st_size for p in run.rglob("*") if p.is_file()}
+    used = sum(-(-size // 4096) * 4096 for size in inodes.values())
+    weights = min(p.stat().st_size for p in run.rglob("*.safetensors"))
+    mount, after = tmp_path / "small", tmp_path / "after"
     mount.mkdir()
-    out = mount / "run"
     script = (
-        f"mount -t tmpfs -o size=300k tmpfs {mount} && "
-        f"{' '.join(RUN)} --tasks RTE --epochs 1 --max-train-examples 200 --data-dir {glue_dir} -o {out}; "
-        f"code=$?; ls -a {out} {out}/tasks/RTE/seed-1 >&2; exit $code"
+        f"mount -t tmpfs -o size={(used + weights // 2) // 1024}k tmpfs {mount} && cp -a {run} {mount}/run && "
+        f"{' '.join(RUN)} --resume -o {mount}/run; code=$?; cp -a {mount}/run {after}; exit $code"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     result = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300,
                             env=env)
     assert result.returncode == 2, result.stdout + result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("gluebench: error:")]
-    assert len(errors) == 1 and "No space left on device" in errors[0], result.stderr
-    assert "Traceback" not in result.stderr
-    assert "config.yaml" in result.stderr  # the run's config, written before training, is still there
-    assert ".tmp" not in result.stderr  # and no half-written file
+    error = one_error_line(result.stderr)
+    assert "No space left on device" in error and "safetensors" in error, error
+    assert [name for name in temp_files(after) if name.endswith(".tmp")] == []  # the half-written file is gone
+    now = snapshot(after)
+    now.pop("run.log")
+    assert (after / "run.log").read_bytes().startswith(log_before)  # the log is only appended to
+    assert {name: now.get(name) for name in before if name != "run.log"} == \
+        {name: digest for name, digest in before.items() if name != "run.log"}
+    assert json.loads((after / checkpoint.relative_to(run).parent / "state.json").read_text()) == saved
+    left = temp_files(after)
+    if left:  # known bug, see the report of issue 11: the checkpoint writer does not remove its work directory
+        pytest.xfail(f"a failed checkpoint write leaves its work directory behind: {left}")
 
 
 def test_unwritable_output_dir_is_a_clear_error(tmp_path: Path, glue_dir: Path, cli: CliRun) -> None:
