@@ -8,8 +8,10 @@ losses and dev metrics, its final metrics and its prediction files, bit for bit.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +22,8 @@ from typing import Any
 import pytest
 
 from gluebench.runs import RunPaths
+from tests.conftest import CliRun
+from tests.faults import kill_after_first_checkpoint, one_error_line
 
 RUN = [sys.executable, "-m", "gluebench", "run", "--no-progress", "--patience", "9"]
 # one thread everywhere: the same arithmetic in every process, and two runs can share the CPU
@@ -144,48 +148,52 @@ def test_kill_9_inside_an_epoch_then_resume_from_the_step_checkpoint(tmp_path: P
 
 
 class Payload:
-    """Unpickling this would run code; a checkpoint must never be loaded that way."""
+    """Unpickling this runs code: it writes ``marker``. A checkpoint must never be loaded that way."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return (os.system, ("echo unpickled > /dev/null",))
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('unpickled')",))
 
 
-@pytest.mark.usefixtures("one_torch_thread")
-def test_damaged_or_unsafe_checkpoints_are_refused_with_one_line(tmp_path: Path, glue_dir: Path) -> None:
+def test_damaged_or_unsafe_checkpoints_are_refused_with_one_line(tmp_path: Path, glue_dir: Path, cli: CliRun) -> None:
+    """``gluebench run --resume`` over a checkpoint whose optimizer.pt carries code, then other damage."""
     import torch
 
-    from gluebench.data.read import read_split
-    from gluebench.errors import GluebenchError
-    from gluebench.models import FamilyOptions, get_family
-    from gluebench.tasks import TASKS
-    from gluebench.training import TrainConfig, latest_checkpoint, train
+    from gluebench.training import latest_checkpoint
 
-    task = TASKS["WNLI"]
-    examples = read_split(task, "train", glue_dir)[:8]
-    config = TrainConfig(epochs=1, batch_size=8, lr=1e-4, progress=False)
-    checkpoints = tmp_path / "checkpoint"
-
-    model = get_family("minilm").build(task, examples, FamilyOptions(max_length=24), seed=1)
-
-    def resume() -> None:  # each damage is found before any training step
-        train(model, task, examples, {"dev": examples}, config, checkpoint_dir=checkpoints, resume=True)
-
-    train(model, task, examples, {"dev": examples}, config, checkpoint_dir=checkpoints)
-    saved = latest_checkpoint(checkpoints)
+    run, marker = tmp_path / "run", tmp_path / "payload-ran"
+    # WNLI for far more epochs than can pass before the kill lands: killed mid-run, after its first checkpoint
+    kill_after_first_checkpoint([*RUN, "--model", "glove-cbow", "--tasks", "WNLI", "--epochs", "200", "--patience",
+                                 "200", "--data-dir", str(glue_dir), "-o", str(run)],
+                                RunPaths(run).checkpoint("WNLI", 1), env=_env())
+    saved = latest_checkpoint(RunPaths(run).checkpoint("WNLI", 1))
     assert saved is not None
+
+    def resume() -> str:  # each damage is found before any training step
+        code, _, err = cli("run", "--resume", "--no-progress", "-o", str(run))
+        assert code == 2, err
+        assert not RunPaths(run).result("WNLI", 1).exists()
+        return one_error_line(err)
+
     optimizer = (saved / "optimizer.pt").read_bytes()
-    torch.save({"optimizer": Payload(), "scheduler": {}}, saved / "optimizer.pt")
-    with pytest.raises(GluebenchError, match="checkpoint is damaged"):  # weights_only refuses the object
-        resume()
+    torch.save({"optimizer": Payload(marker), "scheduler": {}}, saved / "optimizer.pt")
+    poisoned = (saved / "optimizer.pt").read_bytes()
+    torch.load(io.BytesIO(poisoned), weights_only=False)  # the payload is live: plain unpickling runs it
+    assert marker.read_text() == "unpickled"
+    marker.unlink()
+    error = resume()
+    assert not marker.exists(), "resuming unpickled the checkpoint and ran its code"
+    assert re.search(r"checkpoint is damaged \(UnpicklingError: Weights only load failed", error), error
+    assert (saved / "optimizer.pt").read_bytes() == poisoned  # refused, not rewritten
     (saved / "optimizer.pt").write_bytes(optimizer)
     weights = (saved / "model.safetensors").read_bytes()
     (saved / "model.safetensors").write_bytes(weights[: len(weights) // 3])
-    with pytest.raises(GluebenchError, match="not a valid safetensors"):
-        resume()
+    assert "not a valid safetensors" in resume()
     (saved / "model.safetensors").write_bytes(weights)
-    (checkpoints / "state.json").write_text("{not json")
-    with pytest.raises(GluebenchError, match="checkpoint state is damaged"):
-        resume()
+    (saved.parent / "state.json").write_text("{not json")
+    assert "checkpoint state is damaged" in resume()
 
 
 if __name__ == "__main__":  # one training process for the step-checkpoint test
