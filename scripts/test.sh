@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The test suite: install (with test extras and the headless browser for the report test), lint, test.
+# The test suite: install (with test extras and the headless browser for the report test), lint, type-check,
+# check the layers, test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 if [ -f scripts/install_browser.sh ]; then bash scripts/install_browser.sh; fi
 .venv/bin/ruff check src tests bench
+.venv/bin/mypy                  # src/, configured in pyproject.toml
+.venv/bin/lint-imports          # the layers of DESIGN.md (contract in pyproject.toml)
 export GLUE_DIR="${GLUE_DIR:-$(cd .. && pwd)/shared/glue_data}"
 .venv/bin/python -m pytest -n 2 --dist loadfile -q "$@"

@@ -169,3 +169,48 @@ def test_multitask_kill_9_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path
         assert result["resumed_from"] == {"epoch": at_kill["epoch"], "global_step": at_kill["global_step"]}
         assert result["multitask"] == ["MRPC", "RTE"]  # registry order
     assert not RunPaths(killed_dir).multitask_checkpoint(1).exists()  # cleaned up once the seed finished
+
+
+def _glue_copy(tmp_path: Path, glue_dir: Path, tasks: tuple[str, ...]) -> Path:
+    """A GLUE directory holding only ``tasks`` (links to the real files)."""
+    root = tmp_path / "glue"
+    for task in tasks:
+        (root / task).mkdir(parents=True)
+        for source in (glue_dir / task).iterdir():
+            (root / task / source.name).symlink_to(source)
+    return root
+
+
+@pytest.mark.parametrize("damage", ["missing", "directory", "dangling link", "looping link"])
+def test_a_named_task_that_cannot_run_is_one_line_before_training(
+        tmp_path: Path, glue_dir: Path, cli: Any, damage: str) -> None:
+    data = _glue_copy(tmp_path, glue_dir, ("RTE", "WNLI"))
+    train = data / "RTE" / "train.tsv"
+    train.unlink()
+    if damage == "directory":
+        train.mkdir()
+    elif damage == "dangling link":
+        train.symlink_to(data / "RTE" / "nowhere.tsv")
+    elif damage == "looping link":
+        train.symlink_to(train)
+    out = tmp_path / "run"
+    code, _, err = cli("run", "--model", "glove-cbow", "--tasks", "WNLI,RTE", "--data-dir", str(data), "-o", str(out))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gluebench: error: ") and str(train) in lines[0], err
+    assert "gluebench download --tasks RTE" in lines[0]
+    assert not list(out.glob("tasks/*"))  # WNLI, which could run, was not trained either
+
+
+def test_tasks_all_skips_tasks_without_data_and_says_how_to_get_them(
+        tmp_path: Path, glue_dir: Path, cli: Any) -> None:
+    data = _glue_copy(tmp_path, glue_dir, ("WNLI",))
+    out = tmp_path / "run"
+    code, stdout, err = cli("run", "--model", "glove-cbow", "--tasks", "all", "--epochs", "1", "--no-progress",
+                            "--data-dir", str(data), "-o", str(out))
+    assert code == 0, err
+    assert set(_metrics(out)) == {"WNLI"}
+    flat = " ".join(stdout.split())
+    assert "gluebench download --tasks CoLA,SST-2,MRPC,STS-B,QQP,MNLI,QNLI,RTE" in flat
+    skipped = json.loads((out / "run.json").read_text())["skipped"]
+    assert set(skipped) == {"CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "AX"}

@@ -30,6 +30,7 @@ from gluebench.artifacts import (
     write_task_outputs,
 )
 from gluebench.config import RunConfig, TrainConfig, load_config
+from gluebench.data.download import download_glue
 from gluebench.data.locate import default_glue_cache, find_data_dir, has_split
 from gluebench.data.read import read_split
 from gluebench.errors import ConfigError, DataMissingError
@@ -71,8 +72,6 @@ def resolve_data_dir(config: RunConfig, tasks: list[TaskSpec]) -> Path:
     """The configured or found GLUE directory; downloads the tasks into the cache when none is found."""
     data_dir, source = find_data_dir(config.data_dir)
     if data_dir is None:
-        from gluebench.data.download import download_glue
-
         data_dir = default_glue_cache()
         log.info("no GLUE data found; downloading %s into %s", ", ".join(t.name for t in tasks), data_dir)
         if is_main_process():

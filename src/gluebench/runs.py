@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gluebench.data.locate import cache_dir
 from gluebench.errors import GluebenchError
 
 _UMASK = os.umask(0)
@@ -146,8 +147,6 @@ def default_run_dir(model: str, root: Path = Path("runs")) -> Path:
 
 
 def run_index_path() -> Path:
-    from gluebench.data.locate import cache_dir
-
     return cache_dir() / "runs.json"
 
 

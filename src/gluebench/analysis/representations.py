@@ -34,6 +34,7 @@ import torch
 from scipy.stats import spearmanr
 
 from gluebench.analysis.cka import cka_matrix, cosine_matrix, linear_cka
+from gluebench.artifacts import load_task_model
 from gluebench.config import load_config
 from gluebench.data.read import Example, read_split
 from gluebench.errors import GluebenchError
@@ -66,8 +67,6 @@ def _frozen_embeddings(model: TaskModel) -> bool | None:
 
 def load_run(run_dir: Path, seed: int | None = None, tasks: Sequence[str] | None = None) -> LoadedRun:
     """Every task model a run trained for ``seed`` (default: its first seed), AX excluded."""
-    from gluebench.artifacts import load_task_model
-
     paths = RunPaths(Path(run_dir))
     if not paths.config.is_file():
         raise GluebenchError("not a run directory (no config.yaml)", path=paths.root)

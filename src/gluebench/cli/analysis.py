@@ -13,6 +13,7 @@ from gluebench.cli.app import app
 from gluebench.cli.options import given, with_options
 from gluebench.errors import GluebenchError
 from gluebench.runs import resolve_run
+from gluebench.tasks import diagnostic_tasks
 
 console = Console()
 
@@ -30,12 +31,24 @@ def _data_dir(explicit: Path | None) -> Path:
     return directory
 
 
+def _nli_sources() -> str:
+    """The diagnostic sets' NLI sources in preference order, from the registry."""
+    sources: list[str] = []
+    for task in diagnostic_tasks():
+        stand_ins = task.diagnostic.stand_ins if task.diagnostic is not None else ()
+        sources += [name for name in (task.predicted_by, *stand_ins) if name]
+    return ", ".join(dict.fromkeys(sources))
+
+
+_SOURCES = _nli_sources()
+
+
 @app.command("diagnose")
 @with_options(("seeds",), helps={"seeds": "Seeds to use (default: all of the run's)."})
 def diagnose_command(
     run_dir: Annotated[str, typer.Argument(help="Run directory or run id (see `gluebench runs`).")],
     source: Annotated[str | None, typer.Option(
-        "--source", help="NLI model to predict with: MNLI, RTE or QNLI (default: MNLI, else RTE, else QNLI).")] = None,
+        "--source", help=f"NLI model to predict with: {_SOURCES} (default: the first of them the run has).")] = None,
     output_dir: Annotated[Path | None, typer.Option(
         "--output-dir", "-o", help="Where diagnostic.json/.png go (default RUN_DIR/analysis).")] = None,
     fine: Annotated[bool, typer.Option("--fine/--no-fine", help="Show the per-tag rows too.")] = True,
@@ -48,11 +61,12 @@ def diagnose_command(
     report = diagnose(resolve_run(run_dir), _data_dir(data_dir), options["seeds"], source)
     json_path, png_path = write_report(report, output_dir)
     if report.stand_in:
-        console.print(f"[yellow]No MNLI model in this run: {report.source} stands in.[/] It predicts only "
+        console.print(f"[yellow]No {report.task.predicted_by} model in this run: {report.source} stands in.[/] "
+                      "It predicts only "
                       "entailment / not_entailment, so gold labels are collapsed the same way and the numbers "
                       "are binary Matthews correlations, not comparable with a three-way R3.")
     multi = len(report.seeds) > 1
-    table = Table(title=f"AX diagnostic — {report.metric_label}, predicted by {report.source}"
+    table = Table(title=f"{report.task.name} diagnostic — {report.metric_label}, predicted by {report.source}"
                         f"{' (mean ± std over seeds ' + ','.join(map(str, report.seeds)) + ')' if multi else ''}")
     table.add_column("category")
     table.add_column("n", justify="right")
@@ -115,7 +129,7 @@ def representations_command(
     tasks: list[str] | None = options["tasks"]
     if train:
         if not tasks:
-            raise GluebenchError("--train needs --tasks (at least two, e.g. --tasks SST-2,RTE)")
+            raise GluebenchError("--train needs --tasks (at least two tasks to compare)")
         for unfreeze in (False, True) if unfreeze_embeddings else (False,):
             directories.append(_train_for_analysis(train, {**given(options), "seeds": [seed or 1]}, unfreeze,
                                                    data_dir, output_dir / "runs"))

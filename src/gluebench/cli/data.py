@@ -15,14 +15,14 @@ from gluebench.data.check import CheckReport, FileCheck, check_data
 from gluebench.data.download import download_glue
 from gluebench.data.locate import default_glue_cache, find_data_dir
 from gluebench.errors import DataFormatError, DataMissingError, GluebenchError
-from gluebench.tasks import resolve_tasks
+from gluebench.tasks import TASKS, resolve_tasks
 
 console = Console()
 data_app = typer.Typer(help="Inspect and validate GLUE data directories.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 TasksOption = Annotated[
-    str | None, typer.Option("--tasks", "-t", help="Comma-separated tasks (e.g. CoLA,RTE,AX), or 'all'.")
+    str | None, typer.Option("--tasks", "-t", help=f"Comma-separated tasks ({', '.join(TASKS)}), or 'all'.")
 ]
 
 

@@ -15,7 +15,7 @@ from gluebench.leaderboard import BOARD_TASKS, board, entry_from_run, human_base
 from gluebench.reporting import write_report
 from gluebench.runs import resolve_run
 from gluebench.submission import SERVER_FILE_NAMES, validate_submission, write_submission
-from gluebench.tasks import GLUE_TASKS
+from gluebench.tasks import GLUE_TASKS, TASKS
 
 console = Console()
 
@@ -31,7 +31,7 @@ def submit_command(
     run: RunRef,
     output: Annotated[Path, typer.Option("--output", "-o", help="Zip file to write.")] = Path("glue_submission.zip"),
     fill: Annotated[str | None, typer.Option(
-        "--fill", help="Fill tasks without a trained model: 'majority' (train-set majority class; STS-B: mean).",
+        "--fill", help="Fill tasks without a model: 'majority' (train-set majority class; regression: mean score).",
         show_default=False)] = None,
     seed: Annotated[int | None, typer.Option(
         "--seed", help="Use this seed's predictions for every task (default: each task's best dev seed).",
@@ -111,9 +111,10 @@ def leaderboard_command(
             rank_text += f" (on {len(entry.tasks_done)}/{len(GLUE_TASKS)})"
         table.add_row(rank_text, entry.name, entry.split, entry.score_label, *cells, style=style)
     console.print(table)
-    console.print("★ = above the human baseline. Cells: MRPC/QQP F1/accuracy, STS-B Pearson/Spearman, "
-                  "MNLI matched/mismatched, AX R3 (Matthews). Dev and test numbers are not the same sets: a dev "
-                  "rank is an estimate, only a server submission gives a test score.")
+    cells_key = ", ".join(f"{spec.name} {'/'.join(spec.metric_keys)}" for spec in TASKS.values()
+                          if len(spec.metric_keys) > 1 or not spec.in_glue_score)
+    console.print(f"★ = above the human baseline. Cells with two numbers: {cells_key}. Dev and test numbers are "
+                  "not the same sets: a dev rank is an estimate, only a server submission gives a test score.")
     for entry in entries:
         where = standing(entry)
         detail = Table(title=f"{entry.name}: per-task standing among published test rows (run numbers are dev)")
