@@ -34,13 +34,24 @@ def train_slice(glue_dir: Path) -> dict[str, Any]:
     dev = subsample(read_split(task, "dev", glue_dir), DEV)
     model = get_family("minilm").build(task, train_examples, FamilyOptions(max_length=48, dropout=0.0), seed=3)
     config = TrainConfig(epochs=1, batch_size=16, lr=1e-4, warmup_ratio=0.1, seed=3, progress=False)
+    seen: list[str] = []  # the token ids of every training example this rank's batches held
+    collate = model.collate
+
+    def recording_collate(features: Any) -> Any:
+        if model.module.training:  # prediction batches are collated in eval mode
+            seen.extend(",".join(map(str, f["input_ids"].tolist())) for f in features)
+        return collate(features)
+
+    model.collate = recording_collate  # type: ignore[method-assign]
     outcome = train(model, task, train_examples, {"dev": dev}, config)
+    model.collate = collate  # type: ignore[method-assign]
     accelerator = make_accelerator()
     weights = b"".join(p.detach().cpu().numpy().tobytes() for p in model.module.parameters())
     return {
         "rank": accelerator.process_index, "processes": accelerator.num_processes,
         "history": outcome.history, "predictions": predict(model, task, dev, accelerator),
-        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "weights_sha256": hashlib.sha256(weights).hexdigest(), "seen": seen,
+        "train_set": [",".join(map(str, f["input_ids"].tolist())) for f in model.encode(train_examples)],
     }
 
 
@@ -62,6 +73,9 @@ def test_two_cpu_processes_agree_and_match_one_process(glue_dir: Path, tmp_path:
     assert ranks[0]["predictions"] == ranks[1]["predictions"]
     assert ranks[0]["history"][0]["accuracy"] == ranks[1]["history"][0]["accuracy"]
     assert len(ranks[0]["predictions"]) == DEV  # every dev example predicted once, none duplicated
+    # each rank trained on its own half of every batch: together the whole epoch, each example once
+    assert len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == TRAIN // 2
+    assert sorted(ranks[0]["seen"] + ranks[1]["seen"]) == sorted(ranks[0]["train_set"])
 
     single = train_slice(glue_dir)  # one torch thread, as each rank
     assert single["processes"] == 1
