@@ -84,6 +84,7 @@ class TaskSpec:
     in_glue_score: bool = True
     label_range: tuple[float, float] | None = None  # regression targets (required for regression)
     positive_label: str | None = None  # the class F1 is computed for (required with the f1 metric)
+    label_names: tuple[str, ...] | None = None  # what coded labels ("0", "1") mean, in the order of `labels`
     predicted_by: str | None = None  # the task whose model predicts this one (AX: MNLI)
     diagnostic: DiagnosticSpec | None = None
     extra_columns: tuple[str, ...] = ()  # named columns beyond the texts (AX categories)
@@ -131,6 +132,11 @@ class TaskSpec:
         assert self.labels is not None
         return self.labels.index(label)
 
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The labels' names, as a checkpoint's ``id2label`` would say them (``acceptable``, not ``1``)."""
+        return self.label_names or self.labels
+
 
 def _pair_glue_splits(
     dirname: str, rows: tuple[int, int, int], sha: tuple[str | None, str | None, str | None]
@@ -162,6 +168,7 @@ _GLUE: tuple[TaskSpec, ...] = (
         description="Is the sentence grammatically acceptable?",
         domain="linguistics books and articles",
         labels=BINARY,
+        label_names=("unacceptable", "acceptable"),
         metrics=("mcc",),
         test_files={"test": "CoLA.tsv"},
         downloads=_zip("CoLA.zip", 376971, "f212fcd832b8f7b435fb991f101abf89f96b933ab400603bf198960dfc32cbff"),
@@ -179,6 +186,7 @@ _GLUE: tuple[TaskSpec, ...] = (
         description="Is the movie-review sentence positive (1) or negative (0)?",
         domain="movie reviews",
         labels=BINARY,
+        label_names=("negative", "positive"),
         metrics=("accuracy",),
         test_files={"test": "SST-2.tsv"},
         aliases=("sst",),
@@ -197,6 +205,7 @@ _GLUE: tuple[TaskSpec, ...] = (
         description="Are the two sentences paraphrases of each other?",
         domain="news",
         labels=BINARY,
+        label_names=("not_equivalent", "equivalent"),
         positive_label="1",  # paraphrase
         metrics=("f1", "accuracy"),
         test_files={"test": "MRPC.tsv"},
@@ -245,6 +254,7 @@ _GLUE: tuple[TaskSpec, ...] = (
         description="Are the two Quora questions duplicates?",
         domain="social QA questions",
         labels=BINARY,
+        label_names=("not_duplicate", "duplicate"),
         positive_label="1",  # duplicate
         metrics=("f1", "accuracy"),
         test_files={"test": "QQP.tsv"},
@@ -319,6 +329,7 @@ _GLUE: tuple[TaskSpec, ...] = (
         description="Is the sentence with the pronoun replaced entailed by the original (Winograd)?",
         domain="fiction books",
         labels=BINARY,
+        label_names=("not_entailment", "entailment"),
         metrics=("accuracy",),
         test_files={"test": "WNLI.tsv"},
         downloads=_zip("WNLI.zip", 28999, "ae0e8e4d16f4d46d4a0a566ec7ecceccfd3fbfaa4a7a4b4e02848c0f2561ac46"),
