@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import matthews_corrcoef
 
-from gluebench.analysis.diagnostic import (
+from gluebench.analysis.diagnostic import load_diagnostic
+from gluebench.metrics import (
     breakdown,
     coarse_categories,
     collapse_to_binary,
     diagnostic_task,
     fine_tags,
-    load_diagnostic,
     r3,
 )
 from gluebench.tasks import NLI3

@@ -85,10 +85,10 @@ def test_family_declares_its_defaults_and_capabilities(name: str, built: Built) 
     assert isinstance(family.default_warmup, float) and 0 <= family.default_warmup < 1
     assert isinstance(family.capabilities, frozenset)
     assert all(isinstance(c, Capability) for c in family.capabilities)
-    for task in TASK_NAMES:  # the task models declare what the family does, except the family's own MULTITASK
+    for task in TASK_NAMES:  # the task models declare what the family does, except the family's own capabilities
         model = built(name, task)
         assert isinstance(model, TaskModel)
-        assert model.capabilities == family.capabilities - {Capability.MULTITASK}
+        assert model.capabilities == family.capabilities - {Capability.MULTITASK, Capability.FINETUNED}
 
 
 @by_family
@@ -140,6 +140,18 @@ def test_metadata_and_weights_restore_identical_predictions(name: str, task: str
     restored = get_family(name).restore(spec, json.loads(json.dumps(model.metadata())), OPTIONS)
     load_weights(restored.module, tmp_path / "model.safetensors")
     assert torch.equal(_forward(restored, rows[task]), _forward(model, rows[task]))
+    model.export(tmp_path / "export")  # the family's own format, reloaded with its weights
+    exported = get_family(name).load_exported(spec, tmp_path / "export", OPTIONS)
+    torch.testing.assert_close(_forward(exported, rows[task]), _forward(model, rows[task]))
+    assert not list((tmp_path / "export").rglob("*.pkl")) and not list((tmp_path / "export").rglob("*.bin"))
+
+
+@by_family
+def test_finetuned_checkpoints_load_or_the_family_says_it_cannot(name: str) -> None:
+    family = get_family(name)
+    if Capability.FINETUNED not in family.capabilities:
+        with pytest.raises(UnsupportedCapability, match="does not offer evaluating a checkpoint"):
+            family.load_finetuned(TASKS["RTE"], OPTIONS)
 
 
 @by_family

@@ -9,23 +9,45 @@ saved task model, and the mean ± std over seeds that ``run.json`` holds. The fi
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import random
 import stat
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gluebench.config import load_config
+from gluebench.config import RunConfig, load_config
 from gluebench.data.locate import has_split, split_path
 from gluebench.data.read import Example, Label, read_split
+from gluebench.errors import ConfigError
+from gluebench.metrics import breakdown, compute_metrics, glue_score
 from gluebench.models import TaskModel, get_family
-from gluebench.runs import RunPaths, atomic_write_json, read_json, write_tsv
-from gluebench.tasks import TASKS, TaskSpec
-from gluebench.training import TrainConfig, TrainOutcome, load_weights, predict
+from gluebench.runs import (
+    RunPaths,
+    atomic_write_json,
+    atomic_write_text,
+    default_run_dir,
+    now_iso,
+    read_json,
+    register_run,
+    write_tsv,
+)
+from gluebench.tasks import TASKS, TaskSpec, predicted_tasks
+from gluebench.training import (
+    TrainConfig,
+    TrainOutcome,
+    is_main_process,
+    load_weights,
+    predict,
+    process_state,
+    share_from_main,
+    wait_for_everyone,
+)
 
+log = logging.getLogger("gluebench")
 TIMING_KEYS = ("train_seconds", "examples_per_second", "predict_seconds")
 
 
@@ -145,6 +167,110 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
                if categories else {})}
 
 
+# ---- a run directory ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RunSummary:
+    """What a run produced, as written to ``run.json``."""
+
+    run_dir: Path
+    model: str
+    seeds: list[int]
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> mean/std/per_seed/timing
+    skipped: dict[str, str] = field(default_factory=dict)  # task -> why
+    run_id: str | None = None
+
+    @property
+    def metrics(self) -> dict[str, dict[str, float]]:
+        return {task: info["mean"] for task, info in self.tasks.items()}
+
+
+def prepare_run_dir(config: RunConfig, resume: bool) -> tuple[RunConfig, RunPaths]:
+    """Create or reopen the run directory; on resume the saved config wins, so the run stays the same."""
+    if resume:
+        if not config.output_dir:
+            raise ConfigError("--resume needs --output-dir (the run directory to continue)")
+        paths = RunPaths(Path(config.output_dir))
+        if not paths.config.is_file():
+            raise ConfigError(f"--resume: {paths.root} holds no run to resume (no config.yaml)")
+        saved = load_config(paths.config, {"progress": config.progress})
+        return saved, paths
+    # every process of an `accelerate launch` group uses the directory the main process named
+    root = Path(share_from_main(config.output_dir or str(default_run_dir(config.model))))
+    if is_main_process():
+        if root.exists() and any(root.iterdir()):
+            raise ConfigError(f"--output-dir {root} is not empty; pass --resume to continue that run or pick another")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--output-dir {root}: cannot create it ({exc.strerror})") from exc
+    config.output_dir = str(root)
+    paths = RunPaths(root)
+    if is_main_process():
+        atomic_write_text(paths.config, config.to_yaml())
+    wait_for_everyone()
+    return config, paths
+
+
+def log_to_file(log_path: Path) -> logging.Handler | None:
+    """The run's log file (main process only); remove the handler when the run ends."""
+    if not is_main_process():
+        return None
+    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def predict_dependents(paths: RunPaths, source: TaskSpec, seed: int, data_dir: Path) -> list[dict[str, Any]]:
+    """Tasks predicted with ``source``'s model (AX with MNLI's): test predictions, metrics on labeled files.
+
+    Metrics are also kept per coarse category (the GLUE paper's Table 5 rows), so every run that trains
+    MNLI says where its model fails without a separate ``gluebench diagnose``.
+    """
+    results = []
+    for target in predicted_tasks(source.name):
+        model, _ = load_task_model(paths.root, source.name, seed)
+        metrics: dict[str, float] = {}
+        categories: dict[str, float] = {}
+        for split in (*target.dev_splits, *target.test_files):
+            if not has_split(target, split, data_dir):
+                continue
+            examples = read_split(target, split, data_dir)
+            preds = [str(p) for p in predict(model, source, examples)]
+            if is_main_process():
+                write_predictions(paths, target, seed, split, examples, preds)
+            if split in target.dev_splits:
+                metrics.update(compute_metrics(target, preds, [e.label for e in examples]))
+                if target.diagnostic is not None:
+                    categories = {s.name: s.r3 for s in breakdown(examples, preds, task=target)
+                                  if s.group == "coarse"}
+        result = {"task": target.name, "seed": seed, "metrics": metrics, "categories": categories,
+                  "predicted_by": source.name}
+        if is_main_process():
+            atomic_write_json(paths.result(target.name, seed), result)
+        results.append(result)
+    return results
+
+
+def finish_run(summary: RunSummary, config: RunConfig, paths: RunPaths) -> None:
+    """``metrics.json``, ``run.json`` and the run's entry in the index."""
+    score = glue_score({t: m for t, m in summary.metrics.items() if TASKS[t].in_glue_score})
+    atomic_write_json(paths.metrics, summary.metrics)
+    record = {
+        "model": summary.model, "seeds": summary.seeds, "finished": now_iso(), "config": config.__dict__,
+        "glue_score": score.value, "glue_score_label": score.label, "missing_tasks": list(score.missing),
+        "tasks": summary.tasks, "skipped": summary.skipped, "processes": process_state().num_processes,
+    }
+    atomic_write_json(paths.summary, record)
+    summary.run_id = register_run({
+        "run_dir": str(paths.root), "model": summary.model, "tasks": sorted(summary.tasks),
+        "seeds": summary.seeds, "score": score.value, "score_label": score.label, "date": record["finished"],
+    })
+
+
 # ---- reading a run back -----------------------------------------------------------------------------
 
 
@@ -156,5 +282,6 @@ def load_task_model(run_dir: Path, task: str, seed: int | None = None) -> tuple[
     seed = config.seeds[0] if seed is None else seed
     meta = read_json(paths.seed_dir(task, seed) / "model_meta.json")
     model = get_family(config.model).restore(spec, meta, config.family_options())
-    load_weights(model.module, paths.weights(task, seed))
+    if meta.get("weights") != "source":  # an evaluated checkpoint brings its own weights
+        load_weights(model.module, paths.weights(task, seed))
     return model, spec

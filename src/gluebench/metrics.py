@@ -10,13 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
+from gluebench.data.read import Example
 from gluebench.errors import GluebenchError
-from gluebench.tasks import GLUE_TASKS, TaskSpec, get_task
+from gluebench.tasks import GLUE_TASKS, DiagnosticSpec, TaskSpec, diagnostic_tasks, get_task
 
 MetricFn = Callable[[np.ndarray, np.ndarray, TaskSpec], float]
 
@@ -124,3 +126,89 @@ def glue_score(results: Mapping[str, Mapping[str, float]]) -> GlueScore:
     missing = tuple(t for t in GLUE_TASKS if t not in scores)
     value = float(np.mean(list(scores.values()))) if scores else None
     return GlueScore(value=value, task_scores=scores, missing=missing)
+
+
+# ---- the diagnostic set: R3 per linguistic category ---------------------------------------------------
+
+
+NOT_ENTAILMENT = "not_entailment"
+
+
+def diagnostic_task(task: TaskSpec | None = None) -> tuple[TaskSpec, DiagnosticSpec]:
+    """``task`` (default: the registry's first diagnostic set) with its diagnostic declaration."""
+    task = task or next(iter(diagnostic_tasks()), None)
+    if task is None or task.diagnostic is None:
+        raise GluebenchError(f"{task.name if task else 'the registry'}: no diagnostic set declared")
+    return task, task.diagnostic
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One row of an analysis table: which examples, and their R3."""
+
+    group: str  # "all", "coarse", "fine" or "domain"
+    name: str  # e.g. "Logic", "Logic / Negation", "Reddit"
+    count: int
+    r3: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"group": self.group, "name": self.name, "count": self.count, "r3": self.r3}
+
+
+def fine_tags(example: Example, category: str) -> list[str]:
+    """The fine tags of one coarse category on one example (``"Negation;Conditionals"`` -> two tags)."""
+    return [tag.strip() for tag in example.extras.get(category, "").split(";") if tag.strip()]
+
+
+def coarse_categories(example: Example, task: TaskSpec | None = None) -> list[str]:
+    """The coarse categories an example is tagged with (possibly none, possibly several)."""
+    return [category for category in diagnostic_task(task)[1].categories if fine_tags(example, category)]
+
+
+def r3(predictions: Sequence[str], gold: Sequence[str]) -> float:
+    """Matthews correlation x100 (R3 when the labels are the three NLI classes); 0 where undefined."""
+    if len(predictions) != len(gold):
+        raise GluebenchError(f"R3: {len(predictions)} predictions for {len(gold)} gold labels")
+    if not gold:
+        return float("nan")
+    return 100.0 * float(matthews_corrcoef(list(gold), list(predictions)))
+
+
+def collapse_to_binary(label: str) -> str:
+    """Three-way NLI label -> the stand-in models' two-way labels."""
+    return label if label == "entailment" else NOT_ENTAILMENT
+
+
+def breakdown(examples: Sequence[Example], predictions: Sequence[str], *, binary: bool = False,
+              task: TaskSpec | None = None) -> list[Slice]:
+    """R3 overall, per coarse category, per (category, fine tag) and per domain, with counts.
+
+    ``binary``: gold labels are collapsed to entailment / not_entailment first (stand-in models).
+    """
+    _, diagnostic = diagnostic_task(task)
+    gold = [collapse_to_binary(str(e.label)) if binary else str(e.label) for e in examples]
+    preds = list(predictions)
+    members: dict[tuple[str, str], list[int]] = {}
+    for i, example in enumerate(examples):
+        members.setdefault(("all", "all"), []).append(i)
+        for category in diagnostic.categories:
+            tags = fine_tags(example, category)
+            if tags:
+                members.setdefault(("coarse", category), []).append(i)
+            for tag in dict.fromkeys(tags):
+                members.setdefault(("fine", f"{category} / {tag}"), []).append(i)
+        if diagnostic.domain_column and (domain := example.extras.get(diagnostic.domain_column)):
+            members.setdefault(("domain", domain), []).append(i)
+    coarse_rank = {c: k for k, c in enumerate(diagnostic.categories)}
+
+    def sort_key(key: tuple[str, str]) -> tuple[int, int, int, str]:
+        """All, then each coarse category followed by its fine tags, then the domains."""
+        group, name = key
+        if group in ("coarse", "fine"):
+            return 1, coarse_rank[name.split(" / ")[0]], int(group == "fine"), name
+        return (0 if group == "all" else 2), 0, 0, name
+
+    return [
+        Slice(group, name, len(idx), r3([preds[i] for i in idx], [gold[i] for i in idx]))
+        for (group, name), idx in sorted(members.items(), key=lambda item: sort_key(item[0]))
+    ]

@@ -14,58 +14,37 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gluebench.analysis.diagnostic import breakdown
 from gluebench.artifacts import (
+    RunSummary,
     aggregate,
-    load_task_model,
+    finish_run,
+    log_to_file,
+    predict_dependents,
     predict_splits,
+    prepare_run_dir,
     read_task,
     task_result,
     training_problems,
-    write_predictions,
     write_task_outputs,
 )
-from gluebench.config import RunConfig, TrainConfig, load_config
+from gluebench.config import RunConfig, TrainConfig
 from gluebench.data.download import download_glue
-from gluebench.data.locate import default_glue_cache, find_data_dir, has_split
-from gluebench.data.read import read_split
-from gluebench.errors import ConfigError, DataMissingError
-from gluebench.metrics import compute_metrics, glue_score
+from gluebench.data.locate import default_glue_cache, find_data_dir
+from gluebench.errors import DataMissingError
 from gluebench.models import ModelFamily, get_family
 from gluebench.multitask import check_multitask, train_seed
 from gluebench.runs import (
     RunPaths,
     atomic_write_json,
-    atomic_write_text,
-    default_run_dir,
-    now_iso,
     read_json,
-    register_run,
 )
-from gluebench.tasks import TASKS, TaskSpec, predicted_tasks, resolve_tasks
-from gluebench.training import is_main_process, predict, process_state, share_from_main, train, wait_for_everyone
+from gluebench.tasks import TASKS, TaskSpec, resolve_tasks
+from gluebench.training import is_main_process, train, wait_for_everyone
 
 log = logging.getLogger("gluebench")
-
-
-@dataclass
-class RunSummary:
-    """What a run produced, as written to ``run.json``."""
-
-    run_dir: Path
-    model: str
-    seeds: list[int]
-    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> mean/std/per_seed/timing
-    skipped: dict[str, str] = field(default_factory=dict)  # task -> why
-    run_id: str | None = None
-
-    @property
-    def metrics(self) -> dict[str, dict[str, float]]:
-        return {task: info["mean"] for task, info in self.tasks.items()}
 
 
 def resolve_data_dir(config: RunConfig, tasks: list[TaskSpec]) -> Path:
@@ -144,74 +123,6 @@ def _train_one(family: ModelFamily, config: RunConfig, paths: RunPaths, spec: Ta
     return result
 
 
-def _predict_predicted(paths: RunPaths, source: TaskSpec, seed: int, data_dir: Path) -> list[dict[str, Any]]:
-    """Tasks predicted with ``source``'s model (AX with MNLI's): test predictions, metrics on labeled files.
-
-    Metrics are also kept per coarse category (the GLUE paper's Table 5 rows), so every run that trains
-    MNLI says where its model fails without a separate ``gluebench diagnose``.
-    """
-    results = []
-    for target in predicted_tasks(source.name):
-        model, _ = load_task_model(paths.root, source.name, seed)
-        metrics: dict[str, float] = {}
-        categories: dict[str, float] = {}
-        for split in (*target.dev_splits, *target.test_files):
-            if not has_split(target, split, data_dir):
-                continue
-            examples = read_split(target, split, data_dir)
-            preds = [str(p) for p in predict(model, source, examples)]
-            if is_main_process():
-                write_predictions(paths, target, seed, split, examples, preds)
-            if split in target.dev_splits:
-                metrics.update(compute_metrics(target, preds, [e.label for e in examples]))
-                if target.diagnostic is not None:
-                    categories = {s.name: s.r3 for s in breakdown(examples, preds, task=target)
-                                  if s.group == "coarse"}
-        result = {"task": target.name, "seed": seed, "metrics": metrics, "categories": categories,
-                  "predicted_by": source.name}
-        if is_main_process():
-            atomic_write_json(paths.result(target.name, seed), result)
-        results.append(result)
-    return results
-
-
-def _setup_logging(log_path: Path) -> logging.Handler | None:
-    if not is_main_process():
-        return None
-    handler = logging.FileHandler(log_path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    return handler
-
-
-def prepare_run_dir(config: RunConfig, resume: bool) -> tuple[RunConfig, RunPaths]:
-    """Create or reopen the run directory; on resume the saved config wins, so the run stays the same."""
-    if resume:
-        if not config.output_dir:
-            raise ConfigError("--resume needs --output-dir (the run directory to continue)")
-        paths = RunPaths(Path(config.output_dir))
-        if not paths.config.is_file():
-            raise ConfigError(f"--resume: {paths.root} holds no run to resume (no config.yaml)")
-        saved = load_config(paths.config, {"progress": config.progress})
-        return saved, paths
-    # every process of an `accelerate launch` group uses the directory the main process named
-    root = Path(share_from_main(config.output_dir or str(default_run_dir(config.model))))
-    if is_main_process():
-        if root.exists() and any(root.iterdir()):
-            raise ConfigError(f"--output-dir {root} is not empty; pass --resume to continue that run or pick another")
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"--output-dir {root}: cannot create it ({exc.strerror})") from exc
-    config.output_dir = str(root)
-    paths = RunPaths(root)
-    if is_main_process():
-        atomic_write_text(paths.config, config.to_yaml())
-    wait_for_everyone()
-    return config, paths
-
-
 def run(config: RunConfig, *, resume: bool = False,
         report: Callable[[str], None] | None = None) -> RunSummary:
     """Train and evaluate ``config.model`` on every requested task (``all``: every task whose data is present)."""
@@ -222,7 +133,7 @@ def run(config: RunConfig, *, resume: bool = False,
             check_multitask(family)
     config, paths = prepare_run_dir(config, resume)
     family = get_family(config.model)  # on resume: the saved run's model, not the option's default
-    handler = _setup_logging(paths.log)
+    handler = log_to_file(paths.log)
     say = report if report is not None and is_main_process() else log.info
     try:
         tasks = resolve_tasks(config.tasks)
@@ -235,14 +146,14 @@ def run(config: RunConfig, *, resume: bool = False,
         for name, task_results in results.items():
             summary.tasks[name] = aggregate(task_results)
         for source in ready:
-            predicted = [r for seed in config.seeds for r in _predict_predicted(paths, source, seed, data_dir)]
+            predicted = [r for seed in config.seeds for r in predict_dependents(paths, source, seed, data_dir)]
             for name in {r["task"] for r in predicted}:
                 summary.tasks[name] = aggregate([r for r in predicted if r["task"] == name])
         for target in tasks_predicted_elsewhere(ready):
             summary.skipped[target.name] = (f"predicted with the {target.predicted_by} model, which this run "
                                             "did not train")
         if is_main_process():
-            _finish(summary, config, paths)
+            finish_run(summary, config, paths)
         wait_for_everyone()
         return summary
     finally:
@@ -280,18 +191,3 @@ def _train_seed(family: ModelFamily, config: RunConfig, paths: RunPaths, ready: 
             continue
         say(f"{spec.name} seed {seed}: training {config.model}")
         results[spec.name].append(_train_one(family, config, paths, spec, seed, data_dir, resume))
-
-
-def _finish(summary: RunSummary, config: RunConfig, paths: RunPaths) -> None:
-    score = glue_score({t: m for t, m in summary.metrics.items() if TASKS[t].in_glue_score})
-    atomic_write_json(paths.metrics, summary.metrics)
-    record = {
-        "model": summary.model, "seeds": summary.seeds, "finished": now_iso(), "config": config.__dict__,
-        "glue_score": score.value, "glue_score_label": score.label, "missing_tasks": list(score.missing),
-        "tasks": summary.tasks, "skipped": summary.skipped, "processes": process_state().num_processes,
-    }
-    atomic_write_json(paths.summary, record)
-    summary.run_id = register_run({
-        "run_dir": str(paths.root), "model": summary.model, "tasks": sorted(summary.tasks),
-        "seeds": summary.seeds, "score": score.value, "score_label": score.label, "date": record["finished"],
-    })

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,6 +36,7 @@ class Capability(enum.Enum):
     """What a family may offer beyond build / encode / collate / restore (the value is how errors name it).
 
     - MULTITASK: `ModelFamily.build_multitask`, one shared encoder with a head per task;
+    - FINETUNED: `ModelFamily.load_finetuned`, a checkpoint someone else fine-tuned, evaluated as it is;
     - LAYER_OUTPUTS: `TaskModel.layer_outputs`, for probing and representation analysis;
     - WORD_EMBEDDINGS: `TaskModel.word_embedding`, `word_vocabulary`, `read_words` and
       `pretrained_word_embedding`, the input word vectors and the words they stand for;
@@ -44,6 +46,7 @@ class Capability(enum.Enum):
     """
 
     MULTITASK = "multitask training (one shared encoder, a head per task)"
+    FINETUNED = "evaluating a checkpoint already fine-tuned for the task"
     LAYER_OUTPUTS = "per-layer outputs"
     WORD_EMBEDDINGS = "word embeddings"
     TASK_VOCABULARY = "a word vocabulary built per task"
@@ -79,6 +82,10 @@ class TaskModel(ABC):
     def metadata(self) -> dict[str, Any]:
         """JSON-able state beyond the weights (vocabulary, label map) needed to rebuild the model."""
 
+    @abstractmethod
+    def export(self, directory: Path) -> None:
+        """Write the model in its ecosystem's own format (no pickles), for `ModelFamily.load_exported`."""
+
     def layer_outputs(self, batch: Batch) -> dict[str, torch.Tensor]:
         """LAYER_OUTPUTS: ``[B, width]`` per example at each named layer, in forward order, the output last."""
         raise UnsupportedCapability(type(self).__name__, Capability.LAYER_OUTPUTS)
@@ -108,7 +115,7 @@ class ModelFamily(ABC):
     default_epochs: int
     default_batch_size: int
     default_warmup: float  # share of the training steps spent warming the learning rate up
-    capabilities: frozenset[Capability] = frozenset()  # its task models' capabilities, and MULTITASK
+    capabilities: frozenset[Capability] = frozenset()  # its task models' capabilities, MULTITASK, FINETUNED
 
     @abstractmethod
     def build(self, task: TaskSpec, examples: Sequence[Example], options: FamilyOptions, seed: int) -> TaskModel:
@@ -117,6 +124,18 @@ class ModelFamily(ABC):
     @abstractmethod
     def restore(self, task: TaskSpec, metadata: dict[str, Any], options: FamilyOptions) -> TaskModel:
         """Rebuild a model saved with `TaskModel.metadata` (weights are loaded by the caller)."""
+
+    @abstractmethod
+    def load_exported(self, task: TaskSpec, directory: Path, options: FamilyOptions) -> TaskModel:
+        """The model `TaskModel.export` wrote to ``directory``, weights included."""
+
+    def load_finetuned(self, task: TaskSpec, options: FamilyOptions,
+                       label_map: dict[int, str] | None = None) -> TaskModel:
+        """FINETUNED: the family's checkpoint as it is (its own head), outputs in the task's label order.
+
+        ``label_map`` names the task label of each checkpoint output where its own label names do not say.
+        """
+        raise UnsupportedCapability(f"--model {self.name}", Capability.FINETUNED)
 
     def build_multitask(self, tasks: Sequence[TaskSpec], examples: dict[str, Sequence[Example]],
                         options: FamilyOptions, seed: int) -> dict[str, TaskModel]:

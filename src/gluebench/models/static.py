@@ -23,13 +23,16 @@ check this), and pooling ignores the padded positions.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
@@ -37,6 +40,7 @@ from gluebench.data.read import Example
 from gluebench.embeddings import Vocabulary, WordVectors, coverage, load_vectors, needed_words
 from gluebench.errors import GluebenchError
 from gluebench.models.base import Batch, Capability, FamilyOptions, Feature, ModelFamily, TaskModel
+from gluebench.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 from gluebench.tasks import TaskSpec
 
 log = logging.getLogger("gluebench")
@@ -247,6 +251,15 @@ class StaticTaskModel(TaskModel):
         return {**self.extra, "config": asdict(self.config), "lowercase": self.vocab.lowercase,
                 "words": self.vocab.words}
 
+    def export(self, directory: Path) -> None:
+        """``model.safetensors`` + ``config.json`` (architecture, family, labels) + ``vocab.txt`` (one word a line)."""
+        meta = self.metadata()
+        words = meta.pop("words")
+        atomic_write_json(directory / "config.json", meta)
+        atomic_write_text(directory / "vocab.txt", "".join(f"{word}\n" for word in words))
+        atomic_write_bytes(directory / "model.safetensors", save({k: v.detach().cpu().contiguous()
+                                                                  for k, v in self.module.state_dict().items()}))
+
     def layer_outputs(self, batch: Batch) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             return self.module.layers(batch["ids"], batch["lengths"])
@@ -361,6 +374,24 @@ class StaticFamily(ModelFamily):
                                  f"not {self.name} with {len(vocab)}")
         extra: dict[str, Any] = {k: metadata[k] for k in ("family", "embeddings", "coverage") if k in metadata}
         return StaticTaskModel(self._module(config), vocab, config, extra)
+
+    def load_exported(self, task: TaskSpec, directory: Path, options: FamilyOptions) -> StaticTaskModel:
+        """What `StaticTaskModel.export` wrote; a missing or damaged file is a one-line error naming it."""
+        config_file, vocab_file, weights_file = (directory / n for n in ("config.json", "vocab.txt",
+                                                                          "model.safetensors"))
+        try:
+            metadata = json.loads(config_file.read_text(encoding="utf-8"))
+            words = vocab_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise GluebenchError(f"not a gluebench static-model export ({exc})", path=directory) from exc
+        model = self.restore(task, {**metadata, "words": words}, options)
+        try:
+            weights = load_file(str(weights_file))
+            model.module.load_state_dict(weights)
+        except Exception as exc:  # safetensors' own errors for a damaged file; RuntimeError for a misfit
+            raise GluebenchError(f"weights do not load ({str(exc).splitlines()[0][:200]})", path=weights_file) \
+                from exc
+        return model
 
 
 def _texts(examples: Sequence[Example]) -> list[str]:

@@ -56,10 +56,13 @@ class SequenceClassifier(nn.Module):
     Classification: ``[B, num_labels]`` logits; regression (STS-B): ``[B]`` scores.
     """
 
-    def __init__(self, model: PreTrainedModel, regression: bool) -> None:
+    def __init__(self, model: PreTrainedModel, regression: bool, label_order: Sequence[int] | None = None) -> None:
         super().__init__()
         self.model = model
         self.regression = regression
+        # a checkpoint fine-tuned elsewhere may order its classes differently: output j is its class order[j]
+        self.label_order = None if label_order is None or list(label_order) == sorted(label_order) \
+            else list(label_order)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -67,7 +70,9 @@ class SequenceClassifier(nn.Module):
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
         logits = self.model(**inputs).logits
-        return logits.squeeze(-1) if self.regression else logits
+        if self.regression:
+            return logits.squeeze(-1)
+        return logits if self.label_order is None else logits[:, self.label_order]
 
 
 def _classifier_linear(model: nn.Module, num_labels: int) -> nn.Linear:
@@ -92,12 +97,14 @@ class TransformerTaskModel(TaskModel):
     module: SequenceClassifier
     capabilities = frozenset({Capability.LAYER_OUTPUTS, Capability.WORD_EMBEDDINGS})
 
-    def __init__(self, task: TaskSpec, source: str, tokenizer: Any, model: PreTrainedModel, max_length: int) -> None:
+    def __init__(self, task: TaskSpec, source: str, tokenizer: Any, model: PreTrainedModel, max_length: int,
+                 label_order: Sequence[int] | None = None) -> None:
         self.task = task
         self.source = source
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.module = SequenceClassifier(model, task.is_regression)
+        self.finetuned = label_order is not None  # evaluated as someone else fine-tuned it (weights in source)
+        self.module = SequenceClassifier(model, task.is_regression, label_order)
         self.uses_token_types = "token_type_ids" in tokenizer.model_input_names and getattr(
             model.config, "type_vocab_size", 0) > 1
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -203,9 +210,29 @@ class TransformerTaskModel(TaskModel):
     # -- saving and analysis --------------------------------------------------------------------------
 
     def metadata(self) -> dict[str, Any]:
-        return {"family": "transformer", "source": self.source, "max_length": self.max_length,
+        meta = {"family": "transformer", "source": self.source, "max_length": self.max_length,
                 "labels": list(self.task.labels) if self.task.labels else None,
                 "num_labels": self.task.num_labels}
+        if self.finetuned:  # the weights are the source's own: nothing of them is saved with the run
+            meta.update(weights="source", label_order=self.module.label_order)
+        return meta
+
+    def export(self, directory: Path) -> None:
+        """Hugging Face format: ``save_pretrained`` of model and tokenizer, GLUE label names in the config.
+
+        ``AutoModelForSequenceClassification.from_pretrained(directory)`` and ``pipeline("text-classification",
+        model=directory)`` load it; STS-B's single output is a regression head (``problem_type``).
+        """
+        if self.module.label_order is not None:
+            raise GluebenchError("this model reorders the outputs of a checkpoint it did not train; "
+                                 f"use that checkpoint ({self.source}) itself")
+        names = list(self.task.class_names) if self.task.class_names else ["score"]
+        config = self.module.model.config
+        config.id2label = dict(enumerate(names))
+        config.label2id = {name: i for i, name in enumerate(names)}
+        config.problem_type = "regression" if self.task.is_regression else "single_label_classification"
+        self.module.model.save_pretrained(directory, safe_serialization=True)
+        self.tokenizer.save_pretrained(directory)
 
     def layer_outputs(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Per-example vectors of every layer, in forward order, for probing and analysis.
@@ -280,7 +307,7 @@ def _quiet_transformers() -> Iterator[None]:
 class TransformerFamily(ModelFamily):
     """Builds fine-tunable encoders (BERT recipe defaults: lr 2e-5..5e-5, batch 32, 3 epochs, warmup 10%)."""
 
-    capabilities = TransformerTaskModel.capabilities
+    capabilities = TransformerTaskModel.capabilities | {Capability.FINETUNED}
 
     default_epochs = 3
     default_batch_size = 32
@@ -301,7 +328,7 @@ class TransformerFamily(ModelFamily):
               ) -> TransformerTaskModel:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-        labels = list(task.labels) if task.labels else ["score"]
+        labels = list(task.class_names) if task.class_names else ["score"]
         overrides: dict[str, Any] = {
             "num_labels": task.num_labels,
             "id2label": dict(enumerate(labels)),
@@ -339,13 +366,85 @@ class TransformerFamily(ModelFamily):
         return self._load(task, self.source, options, pretrained_weights=True)
 
     def restore(self, task: TaskSpec, metadata: dict[str, Any], options: FamilyOptions) -> TransformerTaskModel:
-        """The architecture and tokenizer of a saved model, without pretrained weights (the caller loads them)."""
+        """The architecture and tokenizer of a saved model, without pretrained weights (the caller loads them).
+
+        A model evaluated as fine-tuned elsewhere (``weights: source``) comes back with the source's weights.
+        """
         saved_labels = metadata.get("labels")
         expected = list(task.labels) if task.labels else None
         if saved_labels != expected:
             raise GluebenchError(f"saved model's labels {saved_labels} differ from {task.name}'s {expected}")
+        if metadata.get("weights") == "source":
+            options = FamilyOptions(max_length=metadata.get("max_length"))
+            return self._finetuned(task, metadata["source"], options, order=metadata.get("label_order"))
         source = metadata.get("source") or self.source
         if self.name == MINILM:
             source = self.source  # the package may live elsewhere on this machine than where it was trained
         restored = FamilyOptions(**{**options.__dict__, "max_length": metadata.get("max_length")})
         return self._load(task, source, restored, pretrained_weights=False)
+
+    def load_exported(self, task: TaskSpec, directory: Path, options: FamilyOptions) -> TransformerTaskModel:
+        """What `TransformerTaskModel.export` wrote: a Hugging Face checkpoint with the task's label names."""
+        return self._finetuned(task, str(directory), options)
+
+    def load_finetuned(self, task: TaskSpec, options: FamilyOptions,
+                       label_map: dict[int, str] | None = None) -> TransformerTaskModel:
+        """The checkpoint with its own head; its ``id2label`` (or ``label_map``) matched to the task's labels."""
+        return self._finetuned(task, self.source, options, label_map)
+
+    def _finetuned(self, task: TaskSpec, source: str, options: FamilyOptions,
+                   label_map: dict[int, str] | None = None, order: list[int] | None = None) -> TransformerTaskModel:
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+        try:
+            with _quiet_transformers():
+                config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+                if order is None:
+                    order = label_order(task, config.num_labels, config.id2label, label_map, source)
+                tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+                model = AutoModelForSequenceClassification.from_pretrained(source, config=config,
+                                                                           trust_remote_code=False)
+        except (OSError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise GluebenchError(f"--model {self.name}: cannot load {source!r} as a sequence classifier "
+                                 f"({first})") from exc
+        max_length = options.max_length or min(DEFAULT_MAX_LENGTH, getattr(config, "max_position_embeddings",
+                                                                           DEFAULT_MAX_LENGTH))
+        return TransformerTaskModel(task, source, tokenizer, model, max_length, order)
+
+
+def _label_key(name: str) -> str:
+    """Label names compared case-, space-, dash- and underscore-insensitively (``Not Entailment``)."""
+    return "".join(ch for ch in name.lower() if ch not in " -_")
+
+
+def label_order(task: TaskSpec, num_outputs: int, id2label: dict[int, str], label_map: dict[int, str] | None,
+                source: str) -> list[int]:
+    """For each of the task's labels, the checkpoint output that predicts it.
+
+    A checkpoint's label names match a task label by name or by code (``acceptable`` or ``1`` for CoLA's
+    ``1``); generic names (``LABEL_0``) or names that match nothing need ``label_map`` (output -> task label).
+    A regression task takes a single output; a head of any other width than the task's is refused.
+    """
+    if task.labels is None:
+        if num_outputs != 1:
+            raise GluebenchError(f"{source}: a {num_outputs}-output head cannot score {task.name} (regression "
+                                 "needs one output)")
+        return [0]
+    if num_outputs != len(task.labels):
+        raise GluebenchError(f"{source}: a {num_outputs}-output head does not fit {task.name} "
+                             f"({len(task.labels)} labels: {', '.join(task.labels)})")
+    names = task.class_names or task.labels
+    known = {_label_key(n): i for i, n in enumerate(names)} | {_label_key(n): i for i, n in enumerate(task.labels)}
+    given = label_map if label_map is not None else {int(k): str(v) for k, v in id2label.items()}
+    mapped = {output: known.get(_label_key(name)) for output, name in given.items()}
+    order: list[int | None] = [None] * len(task.labels)
+    for output, index in mapped.items():
+        if index is not None and 0 <= output < num_outputs and order[index] is None:
+            order[index] = output
+    if any(o is None for o in order):
+        theirs = ", ".join(f"{k}={v}" for k, v in sorted(given.items()))
+        raise GluebenchError(f"{source}: its labels ({theirs}) do not match {task.name}'s "
+                             f"({', '.join(names)}); say which is which with --label-map "
+                             f"0={names[0]},1={names[1]}...")
+    return [o for o in order if o is not None]
