@@ -23,6 +23,8 @@ from gluebench.errors import GluebenchError
 _T = TypeVar("_T")
 
 GLUE_HOST = "https://dl.fbaipublicfiles.com"  # where download_glue_data.py fetches from
+HUB_REPO = "nyu-mll/glue"  # the Hugging Face Hub's parquet copy of GLUE (a dataset repository)
+HUB_FILE = "{config}/{split}-00000-of-00001.parquet"  # one file per (config, split) in that repository
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,27 @@ class DiagnosticSpec:
 
 
 @dataclass(frozen=True)
+class HubSpec:
+    """Where a task lives in the Hub's parquet copy (`HUB_REPO`) and what its columns mean.
+
+    Every file has the text columns, ``label`` (the class id; float32 for regression; -1 on test) and ``idx``
+    (the row number of the official file: on test, the official index). ``label_names`` are the Hub's class
+    names by id, matched to the task's `TaskSpec.class_names`, so a Hub id becomes the official label string.
+    """
+
+    config: str  # the repository folder, e.g. "sst2"
+    text_a: str
+    text_b: str | None = None
+    label_names: tuple[str, ...] = ()  # the Hub's class names, by class id; () for regression
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "dev": "validation", "test": "test"})
+
+    def path(self, split: str) -> str | None:
+        """The split's file relative to a snapshot; None where the Hub has no counterpart of it."""
+        hub_split = self.splits.get(split)
+        return None if hub_split is None else HUB_FILE.format(config=self.config, split=hub_split)
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """A GLUE task described declaratively."""
 
@@ -91,6 +114,7 @@ class TaskSpec:
     aliases: tuple[str, ...] = ()  # other names `get_task` accepts
     downloads: tuple[Remote, ...] = ()  # what `gluebench download` fetches
     build: str | None = None  # recipe in `gluebench.data.download.BUILDS` that turns the downloads into the files
+    hub: HubSpec | None = None  # its place in the Hub's parquet copy of GLUE, if it has one
 
     @property
     def is_regression(self) -> bool:
@@ -137,6 +161,12 @@ class TaskSpec:
         """The labels' names, as a checkpoint's ``id2label`` would say them (``acceptable``, not ``1``)."""
         return self.label_names or self.labels
 
+    @property
+    def hub_labels(self) -> tuple[str, ...]:
+        """The task's label strings by Hub class id (WNLI's id 1 is ``"1"``, entailment; RTE's is not_entailment)."""
+        assert self.hub is not None and self.labels is not None and self.class_names is not None
+        return tuple(self.labels[self.class_names.index(name)] for name in self.hub.label_names)
+
 
 def _pair_glue_splits(
     dirname: str, rows: tuple[int, int, int], sha: tuple[str | None, str | None, str | None]
@@ -171,6 +201,7 @@ _GLUE: tuple[TaskSpec, ...] = (
         label_names=("unacceptable", "acceptable"),
         metrics=("mcc",),
         test_files={"test": "CoLA.tsv"},
+        hub=HubSpec("cola", "sentence", label_names=("unacceptable", "acceptable")),
         downloads=_zip("CoLA.zip", 376971, "f212fcd832b8f7b435fb991f101abf89f96b933ab400603bf198960dfc32cbff"),
         splits=(
             SplitSpec("train", "CoLA/train.tsv", 8551, header=False, text_a=3, label=1, fields=4,
@@ -189,6 +220,7 @@ _GLUE: tuple[TaskSpec, ...] = (
         label_names=("negative", "positive"),
         metrics=("accuracy",),
         test_files={"test": "SST-2.tsv"},
+        hub=HubSpec("sst2", "sentence", label_names=("negative", "positive")),
         aliases=("sst",),
         downloads=_zip("SST-2.zip", 7439277, "d67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f64057c16deaa"),
         splits=(
@@ -209,6 +241,7 @@ _GLUE: tuple[TaskSpec, ...] = (
         positive_label="1",  # paraphrase
         metrics=("f1", "accuracy"),
         test_files={"test": "MRPC.tsv"},
+        hub=HubSpec("mrpc", "sentence1", "sentence2", label_names=("not_equivalent", "equivalent")),
         # Microsoft's corpus split by the official dev ids, as download_glue_data.py does
         downloads=(
             Remote(f"{GLUE_HOST}/senteval/senteval_data/msr_paraphrase_train.txt", 1047044,
@@ -238,6 +271,7 @@ _GLUE: tuple[TaskSpec, ...] = (
         label_range=(0.0, 5.0),
         metrics=("pearson", "spearman"),
         test_files={"test": "STS-B.tsv"},
+        hub=HubSpec("stsb", "sentence1", "sentence2"),
         aliases=("sts",),
         downloads=_zip("STS-B.zip", 802872, "e60a6393de5a8b5b9bac5020a1554b54e3691f9d600b775bd131e613ac179c85"),
         splits=(
@@ -258,6 +292,8 @@ _GLUE: tuple[TaskSpec, ...] = (
         positive_label="1",  # duplicate
         metrics=("f1", "accuracy"),
         test_files={"test": "QQP.tsv"},
+        # the Hub's train/dev idx is the row number: the official file's pair id (its index column) is not kept
+        hub=HubSpec("qqp", "question1", "question2", label_names=("not_duplicate", "duplicate")),
         downloads=_zip("QQP-clean.zip", 41696084, "40e7c862c04eb26ee04b67fd900e76c45c6ba8e6d8fab4f8f1f8072a1a3fbae0"),
         splits=(
             SplitSpec("train", "QQP/train.tsv", 363846, text_a=3, text_b=4, label=5, index=0, fields=6,
@@ -276,6 +312,9 @@ _GLUE: tuple[TaskSpec, ...] = (
         metrics=("accuracy",),
         dev_splits={"dev_matched": "matched", "dev_mismatched": "mismatched"},
         test_files={"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"},
+        hub=HubSpec("mnli", "premise", "hypothesis", label_names=NLI3, splits={
+            "train": "train", "dev_matched": "validation_matched", "dev_mismatched": "validation_mismatched",
+            "test_matched": "test_matched", "test_mismatched": "test_mismatched"}),
         downloads=_zip("MNLI.zip", 312783507, "e7c1d896d26ed6caf700110645df426cc2d8ebf02a5ab743d5a5c68ac1c83633"),
         splits=(
             SplitSpec("train", "MNLI/train.tsv", 392702, text_a=8, text_b=9, label="gold_label", index=0),
@@ -296,6 +335,7 @@ _GLUE: tuple[TaskSpec, ...] = (
         labels=NLI2,
         metrics=("accuracy",),
         test_files={"test": "QNLI.tsv"},
+        hub=HubSpec("qnli", "question", "sentence", label_names=NLI2),
         downloads=_zip("QNLIv2.zip", 10627589, "e634e78627a29adaecd4f955359b22bf5e70f2cbd93b493f2d624138a0c0e5f5"),
         splits=(
             SplitSpec("train", "QNLI/train.tsv", 104743, text_a=1, text_b=2, label=3, index=0, fields=4,
@@ -313,6 +353,7 @@ _GLUE: tuple[TaskSpec, ...] = (
         labels=NLI2,
         metrics=("accuracy",),
         test_files={"test": "RTE.tsv"},
+        hub=HubSpec("rte", "sentence1", "sentence2", label_names=NLI2),
         downloads=_zip("RTE.zip", 697150, "6bf86de103ecd335f3441bd43574d23fef87ecc695977a63b82d5efb206556ee"),
         splits=_pair_glue_splits(
             "RTE",
@@ -332,6 +373,8 @@ _GLUE: tuple[TaskSpec, ...] = (
         label_names=("not_entailment", "entailment"),
         metrics=("accuracy",),
         test_files={"test": "WNLI.tsv"},
+        # the Hub's ids are reversed from RTE's and QNLI's: 0 not_entailment, 1 entailment (the TSV's "1")
+        hub=HubSpec("wnli", "sentence1", "sentence2", label_names=("not_entailment", "entailment")),
         downloads=_zip("WNLI.zip", 28999, "ae0e8e4d16f4d46d4a0a566ec7ecceccfd3fbfaa4a7a4b4e02848c0f2561ac46"),
         splits=_pair_glue_splits(
             "WNLI",
@@ -351,6 +394,8 @@ _GLUE: tuple[TaskSpec, ...] = (
         metrics=("r3",),
         dev_splits={"full": ""},
         test_files={"test": "AX.tsv"},
+        # the Hub has the unlabeled test set only: the labeled "full" split is the official TSV alone
+        hub=HubSpec("ax", "premise", "hypothesis", label_names=NLI3, splits={"test": "test"}),
         in_glue_score=False,
         predicted_by="MNLI",
         # without an MNLI model, an RTE or QNLI one stands in (two-way only: scored on the binary collapse)
@@ -382,6 +427,16 @@ def _key(name: str) -> str:
     return name.strip().lower().replace("-", "").replace("_", "")
 
 
+def _hub_problem(spec: TaskSpec, hub: HubSpec) -> str | None:
+    """Why ``hub`` cannot describe ``spec``'s Hub copy, or None."""
+    if unknown := set(hub.splits) - {s.name for s in spec.splits}:
+        return f"hub.splits names splits it does not have: {', '.join(sorted(unknown))}"
+    names = spec.class_names or ()
+    if len(hub.label_names) != len(names) or set(hub.label_names) != set(names):
+        return f"hub.label_names {list(hub.label_names)} are not its class names {list(names)} in some order"
+    return None
+
+
 def _problem(spec: TaskSpec) -> str | None:
     """Why ``spec`` cannot join the registry as it stands, or None."""
     if not _NAME.fullmatch(spec.name) or _key(spec.name) == "all":
@@ -401,6 +456,8 @@ def _problem(spec: TaskSpec) -> str | None:
         return f"positive_label {spec.positive_label!r} is not one of its labels"
     if "f1" in spec.metrics and spec.positive_label is None:
         return "the f1 metric needs a positive_label"
+    if spec.hub is not None and (hub_problem := _hub_problem(spec, spec.hub)):
+        return hub_problem
     sources = [spec.predicted_by] if spec.predicted_by else []
     sources += list(spec.diagnostic.stand_ins) if spec.diagnostic else []
     if missing := [name for name in sources if name not in TASKS]:
