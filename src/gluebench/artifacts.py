@@ -14,15 +14,16 @@ import os
 import random
 import stat
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gluebench.config import RunConfig, load_config
-from gluebench.data.locate import has_split, split_path
+from gluebench.data.download import download_glue
+from gluebench.data.locate import default_glue_cache, find_data_dir, has_split, split_path
 from gluebench.data.read import Example, Label, read_split
-from gluebench.errors import ConfigError
+from gluebench.errors import ConfigError, DataMissingError
 from gluebench.metrics import breakdown, compute_metrics, glue_score
 from gluebench.models import TaskModel, get_family
 from gluebench.runs import (
@@ -49,6 +50,7 @@ from gluebench.training import (
 
 log = logging.getLogger("gluebench")
 TIMING_KEYS = ("train_seconds", "examples_per_second", "predict_seconds")
+EXPORT_MANIFEST = "gluebench.json"  # what `gluebench export` writes beside the exported models
 
 
 # ---- inputs -----------------------------------------------------------------------------------------
@@ -75,9 +77,10 @@ class TaskExamples:
         return self.train + [e for group in (*self.dev.values(), *self.tests.values()) for e in group]
 
 
-def read_task(spec: TaskSpec, data_dir: Path, max_train_examples: int | None) -> TaskExamples:
+def read_task(spec: TaskSpec, data_dir: Path, max_train_examples: int | None, *, train: bool = True) -> TaskExamples:
+    """The run's examples of a task; ``train`` False: dev and test only (evaluation)."""
     return TaskExamples(
-        subsample(read_split(spec, "train", data_dir), max_train_examples),
+        subsample(read_split(spec, "train", data_dir), max_train_examples) if train else [],
         {split: read_split(spec, split, data_dir) for split in spec.dev_splits},
         {split: read_split(spec, split, data_dir) for split in spec.test_files if has_split(spec, split, data_dir)},
     )
@@ -101,12 +104,55 @@ def _file_problem(path: Path) -> str | None:
     return None
 
 
-def training_problems(spec: TaskSpec, data_dir: Path) -> list[tuple[Path, str]]:
-    """The files a task needs to be trained and evaluated that cannot be read, with why."""
-    needed = ["train", *spec.dev_splits] if spec.has_train else list(spec.dev_splits)
+def training_problems(spec: TaskSpec, data_dir: Path, *, train: bool = True) -> list[tuple[Path, str]]:
+    """The files a task needs to be trained (``train``) and evaluated that cannot be read, with why."""
+    needed = ["train", *spec.dev_splits] if spec.has_train and train else list(spec.dev_splits)
     problems = [(split_path(spec, split, data_dir), _file_problem(split_path(spec, split, data_dir)))
                 for split in needed]
     return [(path, why) for path, why in problems if why is not None]
+
+
+def resolve_data_dir(config: RunConfig, tasks: list[TaskSpec]) -> Path:
+    """The configured or found GLUE directory; downloads the tasks into the cache when none is found."""
+    data_dir, source = find_data_dir(config.data_dir)
+    if data_dir is None:
+        data_dir = default_glue_cache()
+        log.info("no GLUE data found; downloading %s into %s", ", ".join(t.name for t in tasks), data_dir)
+        if is_main_process():
+            download_glue(tasks, data_dir)
+        wait_for_everyone()
+    else:
+        log.info("GLUE data: %s (%s)", data_dir, source)
+    return data_dir
+
+
+def runnable_tasks(config: RunConfig, tasks: list[TaskSpec], data_dir: Path, say: Callable[[str], None],
+                   *, train: bool = True) -> tuple[list[TaskSpec], dict[str, str]]:
+    """The tasks to train (or only evaluate: ``train`` False) and the skipped ones with why.
+
+    A task the user named that cannot run is an error before any training starts; only ``all`` skips the
+    tasks whose files are not there, and says how to get them.
+    """
+    named = config.tasks != ["all"]
+    ready: list[TaskSpec] = []
+    skipped: dict[str, str] = {}
+    for spec in tasks:
+        problems = training_problems(spec, data_dir, train=train)
+        if not problems:
+            ready.append(spec)
+            continue
+        path, why = problems[0]
+        if named:
+            raise DataMissingError(f"{spec.name} cannot run: this file {why} (get it with "
+                                   f"`gluebench download --tasks {spec.name}`)", path=path)
+        skipped[spec.name] = f"{path} {why}; get it with `gluebench download --tasks {spec.name}`"
+    if skipped:
+        say(f"skip {', '.join(skipped)}: no data in {data_dir} (get it with "
+            f"`gluebench download --tasks {','.join(skipped)}`)")
+    if not ready:
+        raise DataMissingError(f"no task of {', '.join(t.name for t in tasks)} has its files in {data_dir} "
+                               f"(get them with `gluebench download`)")
+    return ready, skipped
 
 
 # ---- outputs ----------------------------------------------------------------------------------------
@@ -127,12 +173,14 @@ def write_predictions(paths: RunPaths, task: TaskSpec, seed: int, split: str, ex
 
 
 def predict_splits(paths: RunPaths, model: TaskModel, spec: TaskSpec, seed: int, examples: TaskExamples,
-                   *, write: bool) -> None:
+                   *, write: bool, batch_size: int = 128) -> dict[str, list[Label]]:
     """Predict every dev and test split with ``model`` (all processes take part); ``write`` on the main one."""
+    predictions = {}
     for split, group in (*examples.dev.items(), *examples.tests.items()):
-        preds = predict(model, spec, group)
+        predictions[split] = predict(model, spec, group, batch_size=batch_size)
         if write:
-            write_predictions(paths, spec, seed, split, group, preds)
+            write_predictions(paths, spec, seed, split, group, predictions[split])
+    return predictions
 
 
 def task_result(spec: TaskSpec, seed: int, outcome: TrainOutcome, examples: TaskExamples, config: TrainConfig,
@@ -272,6 +320,12 @@ def finish_run(summary: RunSummary, config: RunConfig, paths: RunPaths) -> None:
 
 
 # ---- reading a run back -----------------------------------------------------------------------------
+
+
+def best_seed(info: dict[str, Any], main_metric: str) -> int:
+    """The seed whose dev value of the main metric is highest (the first on ties)."""
+    values = [metrics.get(main_metric, float("-inf")) for metrics in info["per_seed"]]
+    return int(info["seeds"][values.index(max(values))])
 
 
 def load_task_model(run_dir: Path, task: str, seed: int | None = None) -> tuple[TaskModel, TaskSpec]:

@@ -32,6 +32,7 @@ import yaml
 
 from gluebench.errors import ConfigError
 
+EVALUATE_ONLY = ("label_map",)  # options of `gluebench evaluate` that `run` and `sweep` do not take
 COMMAND_LINE = "option"  # the `where` of values typed on the command line ("option 'epochs' must be ...")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 TRACKERS = ("tensorboard", "mlflow", "wandb")
@@ -131,6 +132,8 @@ class RunConfig(TrainConfig, FamilyOptions):
                                     sweepable=False)
     max_train_examples: int | None = option(None, "Train on a fixed random slice of this size.", positive=True)
     multitask: bool = option(False, "One shared encoder, per-task heads, batches sampled across tasks.")
+    label_map: list[str] = option([], "evaluate: which task label each checkpoint output predicts, "
+                                  "[TASK:]ID=LABEL,... (e.g. 0=entailment,1=not_entailment).", sweepable=False)
 
     def validate(self, source: str = COMMAND_LINE) -> RunConfig:
         """Check every value against its declaration; ``source`` names where it came from in errors."""

@@ -26,14 +26,12 @@ from gluebench.artifacts import (
     predict_splits,
     prepare_run_dir,
     read_task,
+    resolve_data_dir,
+    runnable_tasks,
     task_result,
-    training_problems,
     write_task_outputs,
 )
 from gluebench.config import RunConfig, TrainConfig
-from gluebench.data.download import download_glue
-from gluebench.data.locate import default_glue_cache, find_data_dir
-from gluebench.errors import DataMissingError
 from gluebench.models import ModelFamily, get_family
 from gluebench.multitask import check_multitask, train_seed
 from gluebench.runs import (
@@ -47,53 +45,10 @@ from gluebench.training import is_main_process, train, wait_for_everyone
 log = logging.getLogger("gluebench")
 
 
-def resolve_data_dir(config: RunConfig, tasks: list[TaskSpec]) -> Path:
-    """The configured or found GLUE directory; downloads the tasks into the cache when none is found."""
-    data_dir, source = find_data_dir(config.data_dir)
-    if data_dir is None:
-        data_dir = default_glue_cache()
-        log.info("no GLUE data found; downloading %s into %s", ", ".join(t.name for t in tasks), data_dir)
-        if is_main_process():
-            download_glue(tasks, data_dir)
-        wait_for_everyone()
-    else:
-        log.info("GLUE data: %s (%s)", data_dir, source)
-    return data_dir
-
-
 def train_config(config: RunConfig, family: ModelFamily, seed: int) -> TrainConfig:
     """The loop's options for one seed, the family's defaults filled in."""
     return config.train_config(seed).with_family_defaults(
         family.default_epochs, family.default_batch_size, family.default_lr, family.default_warmup)
-
-
-def runnable_tasks(config: RunConfig, tasks: list[TaskSpec], data_dir: Path,
-                   say: Callable[[str], None]) -> tuple[list[TaskSpec], dict[str, str]]:
-    """The tasks to train and the skipped ones with why.
-
-    A task the user named that cannot run is an error before any training starts; only ``all`` skips the
-    tasks whose files are not there, and says how to get them.
-    """
-    named = config.tasks != ["all"]
-    ready: list[TaskSpec] = []
-    skipped: dict[str, str] = {}
-    for spec in tasks:
-        problems = training_problems(spec, data_dir)
-        if not problems:
-            ready.append(spec)
-            continue
-        path, why = problems[0]
-        if named:
-            raise DataMissingError(f"{spec.name} cannot run: this file {why} (get it with "
-                                   f"`gluebench download --tasks {spec.name}`)", path=path)
-        skipped[spec.name] = f"{path} {why}; get it with `gluebench download --tasks {spec.name}`"
-    if skipped:
-        say(f"skip {', '.join(skipped)}: no data in {data_dir} (get it with "
-            f"`gluebench download --tasks {','.join(skipped)}`)")
-    if not ready:
-        raise DataMissingError(f"no task of {', '.join(t.name for t in tasks)} has its files in {data_dir} "
-                               f"(get them with `gluebench download`)")
-    return ready, skipped
 
 
 def _train_one(family: ModelFamily, config: RunConfig, paths: RunPaths, spec: TaskSpec, seed: int,

@@ -232,7 +232,7 @@ def predict_outputs(
     was_training = module.training
     module.eval()
     pieces: list[tuple[list[int], torch.Tensor]] = []
-    with torch.inference_mode():
+    with torch.inference_mode(), accelerator.autocast():  # bf16/fp16 where the accelerator was set up so
         for indices in batches:
             batch = _to_device(model.collate([features[i] for i in indices]), accelerator.device)
             pieces.append((indices, module(**batch).float().cpu()))

@@ -12,14 +12,14 @@ from rich.table import Table
 from gluebench.cli.app import app
 from gluebench.cli.options import given, with_options
 from gluebench.cli.tasks import score_table
-from gluebench.config import COMMAND_LINE, OPTION_NAMES, RunConfig, config_from_mapping, load_config
+from gluebench.config import COMMAND_LINE, EVALUATE_ONLY, OPTION_NAMES, RunConfig, config_from_mapping, load_config
 from gluebench.runs import list_runs
 
 console = Console()
 
 
 @app.command("run")
-@with_options(OPTION_NAMES)
+@with_options(name for name in OPTION_NAMES if name not in EVALUATE_ONLY)
 def run_command(
     config_file: Annotated[Path | None, typer.Option(
         "--config", help="YAML file with the same keys as the options below; options given here win.")] = None,

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from gluebench.cli.app import app
 from gluebench.cli.options import given, with_options
-from gluebench.config import COMMAND_LINE, OPTION_NAMES, RunConfig, config_from_mapping, load_config
+from gluebench.config import COMMAND_LINE, EVALUATE_ONLY, OPTION_NAMES, RunConfig, config_from_mapping, load_config
 from gluebench.errors import ConfigError
 from gluebench.tasks import TASKS
 
@@ -38,7 +38,8 @@ def _table(result: SweepResult) -> Table:
 
 
 @app.command("sweep")
-@with_options(name for name in OPTION_NAMES if name != "output_dir")  # --output-dir: the sweep's directory
+# --output-dir is the sweep's own directory
+@with_options(name for name in OPTION_NAMES if name != "output_dir" and name not in EVALUATE_ONLY)
 def sweep_command(
     grid: Annotated[str | None, typer.Option(
         "--grid", help="Grid as KEY=V1,V2;KEY=... (default: the BERT paper's lr x batch x epochs).")] = None,
