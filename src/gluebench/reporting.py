@@ -20,13 +20,13 @@ from matplotlib.figure import Figure
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import confusion_matrix
 
-import gluebench
 from gluebench.data.read import iter_rows
 from gluebench.errors import GluebenchError
 from gluebench.leaderboard import BOARD_TASKS, Entry, entry_from_run, human_baseline, sources, standing
 from gluebench.runs import RunPaths, atomic_write_bytes, atomic_write_text, now_iso, read_json
 from gluebench.submission import best_dev_seed
 from gluebench.tasks import TASKS, TaskSpec
+from gluebench.version import __version__
 
 HUMAN_COLOR = "#d62728"
 RUN_COLORS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#7f7f7f")
@@ -398,7 +398,7 @@ def write_report(run_dirs: Sequence[Path], output: Path) -> Report:
 
     body = [
         f"<h1>gluebench report: {_e(', '.join(r.label for r in runs))}</h1>",
-        f'<p class="note">Generated {_e(now_iso())} by gluebench {_e(gluebench.__version__)}. Run numbers are '
+        f'<p class="note">Generated {_e(now_iso())} by gluebench {_e(__version__)}. Run numbers are '
         "<b>dev</b>-set results (mean over seeds); published and human numbers are GLUE <b>test</b>-set results, "
         "so they are shown side by side, labeled, never merged.</p>",
         "<h2>Summary</h2>",

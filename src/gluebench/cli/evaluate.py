@@ -42,7 +42,7 @@ def evaluate_command(
         raise GluebenchError("evaluate needs --model hf:<checkpoint> (or an export directory) or a run directory")
     config: RunConfig = (load_config(config_file, overrides) if config_file
                          else config_from_mapping(overrides, COMMAND_LINE))
-    from gluebench.evaluate import evaluate  # imported here: torch is slow to import for every command
+    from gluebench.evaluation import evaluate  # imported here: torch is slow to import for every command
 
     summary = evaluate(config, run_dir=resolve_run(run_dir) if run_dir else None, report=console.print)
     console.print(score_table(summary.metrics, f"{summary.model} — dev results ({summary.run_dir})"))
@@ -61,7 +61,7 @@ def export_command(
                                              "seed).", show_default=False)] = None,
 ) -> None:
     """Write each task's model in its ecosystem's format (Hugging Face for Transformers) with a model card."""
-    from gluebench.export import export_run
+    from gluebench.exporting import export_run
 
     manifest = export_run(resolve_run(run_dir), output, tasks.split(",") if tasks else None, seed)
     for task, entry in manifest["tasks"].items():

@@ -13,12 +13,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from gluebench import __version__
 from gluebench.artifacts import EXPORT_MANIFEST, best_seed, load_task_model
 from gluebench.config import load_config
 from gluebench.errors import GluebenchError
 from gluebench.runs import RunPaths, atomic_write_json, atomic_write_text, read_json
 from gluebench.tasks import TASKS, resolve_tasks
+from gluebench.version import __version__
 
 
 def export_run(run_dir: Path, output_dir: Path, tasks: list[str] | None = None,
