@@ -94,6 +94,13 @@ def test_kill_9_after_an_epoch_then_resume_equals_an_uninterrupted_run(
     expected, got = _run_outputs(reference_dir, task), _run_outputs(killed_dir, task)
     assert len(got["history"]) == epochs
     assert got == expected
+    # it continued from the checkpoint rather than starting over (which, deterministic, would also match):
+    result = json.loads(RunPaths(killed_dir).result(task, 1).read_text())
+    assert result["resumed_from"] == {"epoch": at_kill["epoch"], "global_step": at_kill["global_step"]}
+    history = json.loads(RunPaths(killed_dir).history(task, 1).read_text())
+    saved_history = at_kill["tasks"][task]["history"]
+    assert [h["seconds"] for h in history[: len(saved_history)]] == [h["seconds"] for h in saved_history]
+    assert f"resumed from epoch {at_kill['epoch']}" in (killed_dir / "run.log").read_text()
     assert not RunPaths(killed_dir).checkpoint(task, 1).exists()  # cleaned up once the task finished
 
 
@@ -119,7 +126,7 @@ def _fit_slice(glue_dir: Path, checkpoint_dir: Path, resume: bool) -> dict[str, 
     save_weights(model.module, weights)
     return {"history": [{k: v for k, v in h.items() if k not in ("seconds", "examples_per_second")}
                         for h in outcome.history],
-            "weights": hashlib.sha256(weights.read_bytes()).hexdigest()}
+            "weights": hashlib.sha256(weights.read_bytes()).hexdigest(), "resumed_from": outcome.resumed_from}
 
 
 def _fit_in_subprocess(glue_dir: Path, work: Path, resume: bool) -> subprocess.Popen[str]:
@@ -144,6 +151,10 @@ def test_kill_9_inside_an_epoch_then_resume_from_the_step_checkpoint(tmp_path: P
     expected = json.loads((reference_dir / "result.json").read_text())
     got = json.loads((killed_dir / "result.json").read_text())
     assert len(got["history"]) == 2
+    assert expected.pop("resumed_from") is None
+    # continued inside the epoch from the step checkpoint, not from the start
+    assert got.pop("resumed_from") == {"epoch": at_kill["epoch"], "global_step": at_kill["global_step"]}
+    assert at_kill["global_step"] % 2 == 0 and at_kill["in_epoch"]["step"] > 0
     assert got == expected
 
 
