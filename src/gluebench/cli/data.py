@@ -1,4 +1,5 @@
-"""`gluebench download` and `gluebench data check`: fetch the official files, and validate a data directory."""
+"""`gluebench download` and `gluebench data check`: fetch the official files (or the Hub's parquet copy), and
+validate a data directory of either layout."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from rich.table import Table
 
 from gluebench.cli.app import app
 from gluebench.data.check import CheckReport, FileCheck, check_data
-from gluebench.data.download import download_glue
-from gluebench.data.locate import default_glue_cache, find_data_dir
+from gluebench.data.download import SOURCES, download_glue
+from gluebench.data.locate import default_glue_cache, find_data_dir, hub_cache_snapshot
 from gluebench.errors import DataFormatError, DataMissingError, GluebenchError
 from gluebench.tasks import TASKS, resolve_tasks
 
@@ -30,19 +31,23 @@ TasksOption = Annotated[
 def download_command(
     tasks: TasksOption = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where to put the files (default: the "
-                                                  "gluebench cache, ~/.cache/gluebench/glue).")] = None,
-    source: Annotated[str, typer.Option("--source", help="Where from: 'official' (the GLUE authors' "
-                                        "archives, the only source supported).")] = "official",
+                                                  "gluebench cache, ~/.cache/gluebench/glue; with --source hub "
+                                                  "the Hugging Face cache).")] = None,
+    source: Annotated[str, typer.Option("--source", help=f"Where from: {' or '.join(SOURCES)} ('official': the "
+                                        "GLUE authors' archives, with the Hub as fallback; 'hub': the Hugging "
+                                        "Face Hub's parquet copy, nyu-mll/glue).")] = "official",
     mirror: Annotated[str | None, typer.Option("--mirror", help="A host serving the official paths "
                                                "(e.g. http://mirror.local); file digests are still checked.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
 ) -> None:
     """Download the official GLUE files (all tasks and the diagnostic set by default), verified against pinned
-    digests and installed atomically; tasks already present and intact are skipped."""
+    digests and installed atomically; tasks already present and intact are skipped. --source hub fetches the
+    Hub's parquet copy instead, verified against the Hub's digests."""
     specs = resolve_tasks(tasks, include_ax=True)
-    target = data_dir if data_dir is not None else default_glue_cache()
-    paths = download_glue(specs, target, source=source, base_url=mirror, progress=not no_progress)
-    console.print(f"{len(specs)} task(s), {len(paths)} official files verified in {target}")
+    paths = download_glue(specs, data_dir, source=source, base_url=mirror, progress=not no_progress)
+    where = data_dir or (hub_cache_snapshot() if source == "hub" else default_glue_cache())
+    kind = "Hub" if source == "hub" else "official"
+    console.print(f"{len(specs)} task(s), {len(paths)} {kind} files verified in {where}")
     if os.environ.get("GLUE_DIR") and data_dir is None:
         console.print("[yellow]note:[/] $GLUE_DIR is set and is searched before the cache.")
 
@@ -78,7 +83,7 @@ def report_table(report: CheckReport) -> Table:
         status: str = check.status
         if status == "missing" and check.task in report.named:
             status = "missing (asked for)"
-        problem = _without_path(check.problems[0], check.path) if check.problems else ""
+        problem = _without_path(check.problems[0], check.path) if check.problems else check.note
         table.add_row(
             check.task, check.path.relative_to(report.data_dir).as_posix(),
             f"[{colors[check.status]}]{status}[/]", _rows_cell(check), _fields_cell(check),
@@ -89,8 +94,9 @@ def report_table(report: CheckReport) -> Table:
 
 @data_app.command("check")
 def check_command(
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="GLUE data directory (default: $GLUE_DIR, "
-                                                  "the cache, ../shared).")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="GLUE data directory, official TSVs or a "
+                                                  "snapshot of the Hub's parquet copy (default: $GLUE_DIR, the "
+                                                  "cache, the Hugging Face cache, ../shared).")] = None,
     tasks: TasksOption = None,
 ) -> None:
     """Check every official file: present, row count, fields per row, labels, checksum. Exits non-zero on a

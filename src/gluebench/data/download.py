@@ -13,6 +13,10 @@ host elsewhere with every pin still on (a local copy of it, or a test's loopback
 Archives are extracted into a staging directory inside ``target`` after every member was checked (no
 absolute paths, no ``..``, no links, no absurd sizes); each task file is then verified against the digest
 pinned in the task registry and only then moved into place with an atomic rename.
+
+``source="hub"`` fetches the Hub's parquet copy (`HUB_REPO`) with ``huggingface_hub`` instead, which resumes
+broken transfers itself; every file is then checked against the digest the Hub lists for it. It is also the
+fallback for a task whose official host fails (not for a ``--mirror``, nor for a digest mismatch).
 """
 
 from __future__ import annotations
@@ -37,15 +41,21 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from huggingface_hub import HfApi, constants, snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+from huggingface_hub.hf_api import RepoSibling
+from huggingface_hub.utils import httpx, silent_tqdm
 from tqdm import tqdm
 
-from gluebench.data.check import checksum_status, sha256_file
+from gluebench.data.check import checksum_status, git_blob_id, sha256_file
+from gluebench.data.locate import default_glue_cache, hf_hub_cache
 from gluebench.errors import ChecksumError, DataFormatError, GluebenchError
-from gluebench.tasks import GLUE_HOST, Remote, TaskSpec
+from gluebench.tasks import GLUE_HOST, HUB_REPO, Remote, TaskSpec
 
 log = logging.getLogger(__name__)
 
 OFFICIAL_URL_ENV = "GLUEBENCH_OFFICIAL_URL"
+SOURCES = ("official", "hub")  # the official files; the Hugging Face Hub's parquet copy (`HUB_REPO`)
 DOWNLOADS = ".gluebench-downloads"  # partial and finished transfers, inside the target directory
 STAGING_PREFIX = ".gluebench-staging-"
 _CHUNK = 1 << 20
@@ -396,6 +406,78 @@ def _download_task(task: TaskSpec, target: Path, downloads: Path, base_url: str 
     return [target / split.path for split in task.splits]
 
 
+# ------------------------------------------------------------------------------------ the Hub's parquet copy
+
+
+def _hub_files(tasks: Sequence[TaskSpec]) -> list[str]:
+    """The Hub files of ``tasks``' splits, in the repository's layout; a task without a Hub copy is refused."""
+    if missing := [task.name for task in tasks if task.hub is None]:
+        raise DownloadError(f"{', '.join(missing)}: not in {HUB_REPO} (the registry names no Hub copy); "
+                            f"use --source official")
+    return [path for task in tasks for split in task.splits
+            if task.hub is not None and (path := task.hub.path(split.name)) is not None]
+
+
+def _hub_failure(exc: Exception) -> DownloadError:
+    """One line for a failed Hub call; no network (or ``HF_HUB_OFFLINE``) is said as such."""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    where = f"{constants.ENDPOINT}/datasets/{HUB_REPO}"
+    if isinstance(exc, OfflineModeIsEnabled | LocalEntryNotFoundError | httpx.TransportError):
+        return DownloadError(f"{where}: the Hugging Face Hub cannot be reached (offline? {reason})")
+    return DownloadError(f"{where}: {reason}")
+
+
+def _verify_hub_file(root: Path, name: str, remote: RepoSibling) -> None:
+    """Compare a downloaded file with the Hub's digest of it (sha256 for LFS files, else the git blob id);
+    a mismatch deletes the file (and the cache blob behind a link), so the next download fetches it again."""
+    path = root / name
+    expected, actual = ((remote.lfs.sha256, sha256_file(path)) if remote.lfs is not None
+                        else (remote.blob_id, git_blob_id(path)))
+    if actual != expected:
+        blob = path.resolve()
+        path.unlink()
+        blob.unlink(missing_ok=True)
+        raise ChecksumError(f"download from {HUB_REPO} refused and deleted: digest {actual and actual[:16]}… is not "
+                            f"the Hub's {expected and expected[:16]}…", path=path)
+
+
+def download_hub(tasks: Sequence[TaskSpec], target: Path | None = None, *, progress: bool = True) -> list[Path]:
+    """Fetch ``tasks``' files of the Hub's parquet copy into ``target`` (None: the Hugging Face cache, where
+    `gluebench.data.locate.find_data_dir` looks) and return their paths, each verified against the Hub's digest.
+
+    The Hub is asked first (its commit and digests), so no network fails before anything is written, in one
+    line. Files already there are not fetched again; a broken transfer resumes in the next call.
+    """
+    files = _hub_files(tasks)
+    if progress:
+        print(f"downloading {', '.join(t.name for t in tasks)} from {HUB_REPO} …", file=sys.stderr)
+    try:
+        info = HfApi().dataset_info(HUB_REPO, files_metadata=True)
+        listed = {sibling.rfilename: sibling for sibling in info.siblings or []}
+        if absent := [path for path in files if path not in listed]:
+            raise DownloadError(f"{HUB_REPO} has no {', '.join(absent)}")
+        root = Path(snapshot_download(
+            HUB_REPO, repo_type="dataset", allow_patterns=files, cache_dir=hf_hub_cache(),
+            local_dir=target, tqdm_class=None if progress else silent_tqdm))
+    except (OSError, httpx.HTTPError) as exc:
+        raise _hub_failure(exc) from exc
+    if target is None and root.name != info.sha:  # the cache names a snapshot by its commit
+        raise DownloadError(f"{HUB_REPO} changed during the download (commit {info.sha} became {root.name}); "
+                            "run it again")
+    for path in files:
+        _verify_hub_file(root, path, listed[path])
+    return [root / path for path in files]
+
+
+def _hub_fallback(task: TaskSpec, target: Path, failure: DownloadError, progress: bool) -> list[Path]:
+    """The task's Hub copy, into ``target``, after its official host failed; both failures in one line if not."""
+    log.info("%s; trying %s on the Hugging Face Hub", failure, HUB_REPO)
+    try:
+        return download_hub([task], target, progress=progress)
+    except GluebenchError as exc:
+        raise DownloadError(f"{failure}; the fallback, {HUB_REPO} on the Hugging Face Hub, failed too: {exc}") from exc
+
+
 @contextlib.contextmanager
 def _removing(paths: list[Path]) -> Iterator[None]:
     """Delete the finished downloads of a task once it is installed or refused; partial ones stay to resume."""
@@ -408,7 +490,7 @@ def _removing(paths: list[Path]) -> Iterator[None]:
 
 def download_glue(
     tasks: Sequence[TaskSpec],
-    target: Path,
+    target: Path | None,
     *,
     source: str = "official",
     base_url: str | None = None,
@@ -417,18 +499,24 @@ def download_glue(
     backoff: float = 1.0,
     timeout: float = 60.0,
 ) -> list[Path]:
-    """Download ``tasks`` into ``target`` (official layout) and return the paths of their official files.
+    """Download ``tasks`` into ``target`` and return the paths of their files.
 
-    Tasks whose files are already there and match their pinned digests are not downloaded again. Each task is
+    ``source="official"``: the official files (official layout; ``target`` None: the gluebench cache). Tasks
+    whose files are already there and match their pinned digests are not downloaded again. Each task is
     installed whole or not at all; a failure raises a `GluebenchError` naming the file or URL. ``base_url``
     replaces the official host (mirror or test server); ``retries``, ``backoff`` and ``timeout`` go to `fetch`.
+    A task whose official host fails (no ``base_url``) comes from the Hub's copy instead, into ``target``.
+    ``source="hub"``: the Hub's parquet copy (`download_hub`; ``target`` None: the Hugging Face cache).
     """
     if source == "hf":
-        raise GluebenchError("--source hf is not supported: the Hugging Face copy is not the official TSV files and "
-                             "cannot be verified against the pinned digests; use --source official")
-    if source != "official":
-        raise GluebenchError(f"unknown download source {source!r} (choose from: official)")
-    target = Path(target).expanduser()
+        raise GluebenchError("--source hf is not supported: the Hugging Face Hub's copy of GLUE is --source hub")
+    if source not in SOURCES:
+        raise GluebenchError(f"unknown download source {source!r} (choose from: {', '.join(SOURCES)})")
+    if source == "hub":
+        if base_url is not None:
+            raise GluebenchError("--mirror serves the official files only; for the Hub set HF_ENDPOINT")
+        return download_hub(tasks, None if target is None else Path(target).expanduser(), progress=progress)
+    target = default_glue_cache() if target is None else Path(target).expanduser()
     try:
         target.mkdir(parents=True, exist_ok=True)
         installed: list[Path] = []
@@ -443,12 +531,17 @@ def download_glue(
                 if progress:
                     print(f"downloading {task.name} …", file=sys.stderr)
                 options = {"retries": retries, "backoff": backoff, "timeout": timeout}
-                installed += _download_task(task, target, downloads, base_url, progress, options)
+                try:
+                    installed += _download_task(task, target, downloads, base_url, progress, options)
+                except DownloadError as exc:
+                    if base_url is not None or task.hub is None:
+                        raise
+                    installed += _hub_fallback(task, target, exc, progress)
         return installed
     except OSError as exc:
         where = exc.filename or target
         raise GluebenchError(f"cannot write the GLUE files ({exc.strerror})", path=where) from exc
 
 
-__all__ = ["BUILDS", "DownloadError", "build_mrpc", "download_glue", "fetch", "safe_extract"]
+__all__ = ["BUILDS", "SOURCES", "DownloadError", "build_mrpc", "download_glue", "download_hub", "fetch", "safe_extract"]
 
