@@ -465,12 +465,16 @@ class _Checkpoints:
             tmp = self.directory / f".{target.name}-{os.getpid()}.partial"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            atomic_write_bytes(tmp / "model.safetensors", weights_bytes(module))
-            for name, data in best.items():
-                _link_or_write(_best_file(tmp, name), data, self.best_on_disk.get(name))
-            buffer = io.BytesIO()
-            torch.save(training_state, buffer)
-            atomic_write_bytes(tmp / "optimizer.pt", buffer.getvalue())
+            try:
+                atomic_write_bytes(tmp / "model.safetensors", weights_bytes(module))
+                for name, data in best.items():
+                    _link_or_write(_best_file(tmp, name), data, self.best_on_disk.get(name))
+                buffer = io.BytesIO()
+                torch.save(training_state, buffer)
+                atomic_write_bytes(tmp / "optimizer.pt", buffer.getvalue())
+            except BaseException:  # a full disk: no half-written checkpoint stays behind to fill it further
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
             shutil.rmtree(target, ignore_errors=True)
             os.replace(tmp, target)
             atomic_write_json(self.directory / "state.json", {**state.to_json(config), "dir": target.name})
