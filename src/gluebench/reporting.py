@@ -327,16 +327,22 @@ def _results_table(run: RunData) -> str:
     for task, info in run.tasks.items():
         spec = TASKS[task]
         seeds = info["seeds"]
+        spread = {key: f" ± {info['std'][key]:.1f}" if len(seeds) > 1 else "" for key in info["mean"]}
         metrics = "<br>".join(
             f'<span class="metric" data-task="{_e(task)}" data-metric="{_e(key)}" data-mean="{info["mean"][key]!r}">'
-            f'{_e(key)} {info["mean"][key]:.1f} ± {info["std"][key]:.1f}</span>'
+            f'{_e(key)} {info["mean"][key]:.1f}{spread[key]}</span>'
             for key in spec.metric_keys if key in info["mean"])
         place = where.tasks.get(task)
         score = f"{place.score:.1f}" if place else "–"
         human = f"{place.human:.1f}" if place and place.human is not None else "–"
         best = f"{place.best_published:.1f}" if place and place.best_published is not None else "–"
         rank = f"{place.rank}/{place.of}" if place else "–"
-        verdict = '<span class="beats">above human ★</span>' if place and place.beats_human else ""
+        if place is None or place.human is None:
+            verdict = "–"
+        elif place.beats_human:
+            verdict = f'<span class="beats">above human ★ (+{place.score - place.human:.1f})</span>'
+        else:
+            verdict = f"{place.score - place.human:+.1f}"
         seed_list = ", ".join(map(str, seeds))
         rows.append(f"<tr><td>{_e(task)}</td><td>{metrics}</td><td class='num'>{_e(seed_list)}</td>"
                     f'<td class="num">{score}</td><td class="num">{human}</td><td class="num">{best}</td>'
