@@ -34,7 +34,11 @@ from gluebench.submission import validate_submission
 from gluebench.tasks import TASKS, TaskSpec
 from tests.conftest import CliRun
 
-# the Hub's class names by id (its dataset card), and what the official files' coded labels mean
+# the Hub's configs, text columns and class names by id (its dataset card), independent of the registry
+HUB_CONFIGS = {"CoLA": "cola", "SST-2": "sst2", "MRPC": "mrpc", "STS-B": "stsb", "QQP": "qqp", "MNLI": "mnli",
+               "QNLI": "qnli", "RTE": "rte", "WNLI": "wnli", "AX": "ax"}
+HUB_TEXTS = {"cola": ("sentence",), "sst2": ("sentence",), "qqp": ("question1", "question2"),
+             "qnli": ("question", "sentence"), "mnli": ("premise", "hypothesis"), "ax": ("premise", "hypothesis")}
 HUB_NAMES = {
     "cola": ("unacceptable", "acceptable"), "sst2": ("negative", "positive"),
     "mrpc": ("not_equivalent", "equivalent"), "qqp": ("not_duplicate", "duplicate"),
@@ -42,6 +46,7 @@ HUB_NAMES = {
     "qnli": ("entailment", "not_entailment"), "rte": ("entailment", "not_entailment"),
     "wnli": ("not_entailment", "entailment"),
 }
+# what the official files' coded labels mean
 TSV_MEANING = {
     "CoLA": {"0": "unacceptable", "1": "acceptable"}, "SST-2": {"0": "negative", "1": "positive"},
     "MRPC": {"0": "not_equivalent", "1": "equivalent"}, "QQP": {"0": "not_duplicate", "1": "duplicate"},
@@ -53,24 +58,16 @@ COMMIT = "bcdcba79d07bc864c1c254ccfcedcce55bcc9a8c"
 
 
 def hub_path(task: TaskSpec, split: str) -> str | None:
-    """Where the Hub keeps a split, from the Hub's naming (not the registry); None: no counterpart."""
+    """Where the Hub keeps a split; None: no counterpart (the labeled AX set)."""
     if task.name == "AX" and split != "test":
         return None
-    config = {"SST-2": "sst2", "STS-B": "stsb"}.get(task.name, task.name.lower())
-    return f"{config}/{HUB_SPLITS.get(split, split)}-00000-of-00001.parquet"
+    return f"{HUB_CONFIGS[task.name]}/{HUB_SPLITS.get(split, split)}-00000-of-00001.parquet"
 
 
-def hub_columns(task: TaskSpec) -> tuple[str, ...]:
-    config = hub_path(task, "test")
-    return {"cola": ("sentence",), "sst2": ("sentence",), "qqp": ("question1", "question2"),
-            "qnli": ("question", "sentence"), "mnli": ("premise", "hypothesis"),
-            "ax": ("premise", "hypothesis")}.get(str(config).split("/")[0], ("sentence1", "sentence2"))
-
-
-def hub_table(task: TaskSpec, split: str, examples: list[Example]) -> pa.Table:
+def hub_table(task: TaskSpec, examples: list[Example], *, row_index: bool) -> pa.Table:
     """The examples as the Hub's parquet holds them, schema and Hugging Face metadata included."""
-    columns = hub_columns(task)
-    config = str(hub_path(task, split)).split("/")[0]
+    config = HUB_CONFIGS[task.name]
+    columns = HUB_TEXTS.get(config, ("sentence1", "sentence2"))
     texts = [[e.text_a for e in examples]] + ([[e.text_b for e in examples]] if len(columns) == 2 else [])
     features: dict[str, object] = {name: {"dtype": "string", "_type": "Value"} for name in columns}
     if task.is_regression:
@@ -82,8 +79,7 @@ def hub_table(task: TaskSpec, split: str, examples: list[Example]) -> pa.Table:
                            for e in examples], pa.int64())
         features["label"] = {"names": list(HUB_NAMES[config]), "_type": "ClassLabel"}
     features["idx"] = {"dtype": "int32", "_type": "Value"}
-    rows = (task.name, split) in PAIR_ID_INDEX
-    idx = pa.array([row if rows else e.index for row, e in enumerate(examples)], pa.int32())
+    idx = pa.array([row if row_index else e.index for row, e in enumerate(examples)], pa.int32())
     schema = pa.schema([*((name, pa.string()) for name in columns), ("label", labels.type), ("idx", pa.int32())],
                        metadata={"huggingface": json.dumps({"info": {"features": features}})})
     return pa.Table.from_arrays([*(pa.array(t, pa.string()) for t in texts), labels, idx], schema=schema)
@@ -113,7 +109,9 @@ def hub_dir(tmp_path_factory: pytest.TempPathFactory, glue_dir: Path, samples_di
             source, path = official_source(task, split.name, glue_dir, samples_dir), hub_path(task, split.name)
             if source is not None and path is not None:
                 (root / path).parent.mkdir(parents=True, exist_ok=True)
-                pq.write_table(hub_table(task, split.name, read_split(task, split.name, source)), root / path)
+                examples = read_split(task, split.name, source)
+                row_index = (task.name, split.name) in PAIR_ID_INDEX
+                pq.write_table(hub_table(task, examples, row_index=row_index), root / path)
     return root
 
 
