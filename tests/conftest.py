@@ -37,6 +37,8 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     """Never touch the user's ~/.cache/gluebench: each test gets its own cache root."""
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("GLUEBENCH_CACHE", str(cache))
+    monkeypatch.setenv("HF_HOME", str(cache / "huggingface"))  # a user's cached Hub copy of GLUE is not found
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     return cache
 
 

@@ -48,7 +48,7 @@ def _private_imports(modules: list[tuple[Path, ast.Module]]) -> list[str]:
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("gluebench"):
                 found += [f"{path.name}:{node.lineno}: {node.module}.{alias.name}" for alias in node.names
-                          if alias.name.startswith("_")]
+                          if alias.name.startswith("_") and not alias.name.endswith("__")]  # dunders are public
     return found
 
 

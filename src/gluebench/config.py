@@ -126,8 +126,8 @@ class RunConfig(TrainConfig, FamilyOptions):
     tasks: list[str] = option(["all"], "Comma-separated tasks, or 'all'.", short="-t", sweepable=False,
                               nonempty=True)
     seeds: list[int] = option([1], "Comma-separated seeds, e.g. 1,2,3 (mean ± std is reported).", nonempty=True)
-    data_dir: str | None = option(None, "GLUE data directory (default: $GLUE_DIR, the cache, ../shared).",
-                                  sweepable=False)
+    data_dir: str | None = option(None, "GLUE data directory, official TSVs or the Hub's parquet (default: "
+                                  "$GLUE_DIR, the cache, the Hugging Face cache, ../shared).", sweepable=False)
     output_dir: str | None = option(None, "Run directory (default runs/<date-time>-<model>).", short="-o",
                                     sweepable=False)
     max_train_examples: int | None = option(None, "Train on a fixed random slice of this size.", positive=True)
