@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,12 @@ def check_multitask(family: ModelFamily) -> None:
 
 
 def train_seed(family: ModelFamily, config: RunConfig, tconf: TrainConfig, paths: RunPaths, specs: list[TaskSpec],
-               seed: int, data_dir: Path, resume: bool) -> dict[str, dict[str, Any]]:
-    """Train every task of ``specs`` together for one seed and write each task's outputs; their results."""
+               seed: int, data_dir: Path, resume: bool,
+               on_epoch: Callable[[str, int, dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Train every task of ``specs`` together for one seed and write each task's outputs; their results.
+
+    ``on_epoch(task, seed, record)`` is called after each task's dev evaluation (main process only).
+    """
     check_multitask(family)
     main = is_main_process()
     examples: dict[str, TaskExamples] = {spec.name: read_task(spec, data_dir, config.max_train_examples)
@@ -53,9 +58,12 @@ def train_seed(family: ModelFamily, config: RunConfig, tconf: TrainConfig, paths
         tasks.append(TaskData(spec, models[spec.name], examples[spec.name].train, examples[spec.name].dev,
                               paths.weights(spec.name, seed) if main else None))
     checkpoint = paths.multitask_checkpoint(seed)
-    outcomes = train_tasks(tasks, tconf, checkpoint_dir=checkpoint, resume=resume,
-                           on_epoch=lambda name, r: log.info("multitask %s seed %d epoch %d: %s", name, seed,
-                                                             r["epoch"], _shown(specs, name, r)))
+    def epoch_done(name: str, record: dict[str, Any]) -> None:
+        log.info("multitask %s seed %d epoch %d: %s", name, seed, record["epoch"], _shown(specs, name, record))
+        if on_epoch is not None:
+            on_epoch(name, seed, record)
+
+    outcomes = train_tasks(tasks, tconf, checkpoint_dir=checkpoint, resume=resume, on_epoch=epoch_done)
     together = [spec.name for spec in specs]
     results = {}
     for spec in specs:

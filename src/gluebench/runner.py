@@ -51,8 +51,11 @@ def train_config(config: RunConfig, family: ModelFamily, seed: int) -> TrainConf
         family.default_epochs, family.default_batch_size, family.default_lr, family.default_warmup)
 
 
+EpochReport = Callable[[str, int, dict[str, Any]], None]  # (task, seed, the epoch's record) after each dev evaluation
+
+
 def _train_one(family: ModelFamily, config: RunConfig, paths: RunPaths, spec: TaskSpec, seed: int,
-               data_dir: Path, resume: bool) -> dict[str, Any]:
+               data_dir: Path, resume: bool, on_epoch: EpochReport | None) -> dict[str, Any]:
     main = is_main_process()
     examples = read_task(spec, data_dir, config.max_train_examples)
     model = family.build(spec, examples.every(), config.family_options(), seed)
@@ -63,8 +66,7 @@ def _train_one(family: ModelFamily, config: RunConfig, paths: RunPaths, spec: Ta
         model, spec, examples.train, examples.dev, tconf,
         checkpoint_dir=paths.checkpoint(spec.name, seed), best_weights_path=paths.weights(spec.name, seed),
         resume=resume,
-        on_epoch=lambda r: log.info("%s seed %d epoch %d: loss %.4f, %s", spec.name, seed, r["epoch"],
-                                    r["train_loss"], ", ".join(f"{k} {r[k]:.2f}" for k in spec.metric_keys)),
+        on_epoch=lambda r: _epoch_done(spec, seed, r, on_epoch),
     )
     if outcome.resumed_from:
         log.info("%s seed %d: resumed from epoch %d, step %d", spec.name, seed, outcome.resumed_from["epoch"],
@@ -78,9 +80,20 @@ def _train_one(family: ModelFamily, config: RunConfig, paths: RunPaths, spec: Ta
     return result
 
 
-def run(config: RunConfig, *, resume: bool = False,
-        report: Callable[[str], None] | None = None) -> RunSummary:
-    """Train and evaluate ``config.model`` on every requested task (``all``: every task whose data is present)."""
+def _epoch_done(spec: TaskSpec, seed: int, record: dict[str, Any], on_epoch: EpochReport | None) -> None:
+    log.info("%s seed %d epoch %d: loss %.4f, %s", spec.name, seed, record["epoch"], record["train_loss"],
+             ", ".join(f"{k} {record[k]:.2f}" for k in spec.metric_keys))
+    if on_epoch is not None:
+        on_epoch(spec.name, seed, record)
+
+
+def run(config: RunConfig, *, resume: bool = False, report: Callable[[str], None] | None = None,
+        on_epoch: EpochReport | None = None) -> RunSummary:
+    """Train and evaluate ``config.model`` on every requested task (``all``: every task whose data is present).
+
+    ``on_epoch(task, seed, record)`` is called on the main process after each epoch's dev evaluation (a sweep
+    reports to its pruner there); an exception it raises ends the run where it stands, resumable.
+    """
     config.validate()
     if not resume:
         family = get_family(config.model)  # an unknown model is an error before anything is written
@@ -97,7 +110,7 @@ def run(config: RunConfig, *, resume: bool = False,
         summary = RunSummary(paths.root, config.model, list(config.seeds), skipped=skipped)
         results: dict[str, list[dict[str, Any]]] = {spec.name: [] for spec in ready}
         for seed in config.seeds:
-            _train_seed(family, config, paths, ready, seed, data_dir, resume, say, results)
+            _train_seed(family, config, paths, ready, seed, data_dir, resume, say, results, on_epoch)
         for name, task_results in results.items():
             summary.tasks[name] = aggregate(task_results)
         for source in ready:
@@ -125,7 +138,7 @@ def tasks_predicted_elsewhere(trained: list[TaskSpec]) -> list[TaskSpec]:
 
 def _train_seed(family: ModelFamily, config: RunConfig, paths: RunPaths, ready: list[TaskSpec], seed: int,
                 data_dir: Path, resume: bool, say: Callable[[str], None],
-                results: dict[str, list[dict[str, Any]]]) -> None:
+                results: dict[str, list[dict[str, Any]]], on_epoch: EpochReport | None) -> None:
     """One seed: finished (task, seed) pairs are read back, never retrained; the rest are trained."""
     done = {spec.name: paths.result(spec.name, seed) for spec in ready}
     if config.multitask:
@@ -135,7 +148,7 @@ def _train_seed(family: ModelFamily, config: RunConfig, paths: RunPaths, ready: 
         else:
             say(f"multitask seed {seed}: training {config.model} on {', '.join(done)}")
             seed_results = train_seed(family, config, train_config(config, family, seed), paths, ready, seed,
-                                      data_dir, resume)
+                                      data_dir, resume, on_epoch)
         for name, result in seed_results.items():
             results[name].append(result)
         return
@@ -145,4 +158,4 @@ def _train_seed(family: ModelFamily, config: RunConfig, paths: RunPaths, ready: 
             say(f"{spec.name} seed {seed}: already done, kept")
             continue
         say(f"{spec.name} seed {seed}: training {config.model}")
-        results[spec.name].append(_train_one(family, config, paths, spec, seed, data_dir, resume))
+        results[spec.name].append(_train_one(family, config, paths, spec, seed, data_dir, resume, on_epoch))
