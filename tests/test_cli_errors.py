@@ -32,7 +32,8 @@ def _walk(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str,
         yield from _walk(sub, (*path, name))
 
 
-COMMANDS = [(path, command) for path, command in _walk(ROOT) if not hasattr(command, "commands")]
+# a group that takes options itself (`sweep`, beside its `sweep worker`) is walked as a command too
+COMMANDS = [(path, command) for path, command in _walk(ROOT) if not hasattr(command, "commands") or command.params]
 GROUPS = [path for path, command in _walk(ROOT) if hasattr(command, "commands")]
 
 
