@@ -3,7 +3,8 @@
 In the spirit of scikit-learn's ``check_estimator``: one set of checks, run over every family the registry
 knows (``hf:`` through the offline MiniLM package path), so a new family is checked by being registered.
 A single-sentence task (CoLA), a pair task (RTE) and a regression task (STS-B) cover every head and input
-shape; nothing trains beyond one optimiser step.
+shape; nothing trains beyond one optimiser step. The checks of a task model also run over the variants a
+family builds from its options (Transformers with ``freeze_encoder``: a head on a frozen, cached encoder).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -27,7 +29,8 @@ from gluebench.models import (
     UnsupportedCapability,
     get_family,
 )
-from gluebench.models.transformer import HF_PREFIX, minilm_path
+from gluebench.models.base import TokenOutputs
+from gluebench.models.transformer import HF_PREFIX, TransformerFamily, minilm_path
 from gluebench.tasks import TASKS, TaskSpec
 from gluebench.training import load_weights, save_weights
 
@@ -37,12 +40,19 @@ NAMES = [f"{HF_PREFIX}{minilm_path()}" if key == HF_PREFIX else key for key in s
 IDS = ["hf:<minilm path>" if name.startswith(HF_PREFIX) else name for name in NAMES]
 TASK_NAMES = ["CoLA", "RTE", "STS-B"]  # single sentence, pair, regression
 OPTIONS = FamilyOptions(max_length=64)
+FROZEN = FamilyOptions(max_length=64, freeze_encoder=True)
 ROWS = 32
+# every family with its default options, and the Transformers once more with a frozen encoder
+VARIANTS = [(name, OPTIONS) for name in NAMES] + [(name, FROZEN) for name in NAMES
+                                                  if isinstance(get_family(name), TransformerFamily)]
+VARIANT_IDS = [*IDS, *(f"{i}+frozen" for n, i in zip(NAMES, IDS, strict=True)
+                       if isinstance(get_family(n), TransformerFamily))]
 
 by_family = pytest.mark.parametrize("name", NAMES, ids=IDS)
+by_model = pytest.mark.parametrize(("name", "options"), VARIANTS, ids=VARIANT_IDS)
 by_task = pytest.mark.parametrize("task", TASK_NAMES)
 
-Built = Callable[[str, str], TaskModel]
+Built = Callable[..., TaskModel]
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +63,14 @@ def rows(glue_dir: Path) -> dict[str, list[Example]]:
 
 @pytest.fixture(scope="module")
 def built(rows: dict[str, list[Example]]) -> Built:
-    """``built(family, task)``: one fresh model per family and task, shared by the checks that only read it."""
-    cache: dict[tuple[str, str], TaskModel] = {}
+    """``built(family, task[, options])``: one fresh model per variant and task, shared by the read-only checks."""
+    cache: dict[tuple[str, str, bool], TaskModel] = {}
 
-    def get(name: str, task: str) -> TaskModel:
-        if (name, task) not in cache:
-            cache[name, task] = get_family(name).build(TASKS[task], rows[task], OPTIONS, seed=1)
-        return cache[name, task]
+    def get(name: str, task: str, options: FamilyOptions = OPTIONS) -> TaskModel:
+        key = (name, task, options.freeze_encoder)
+        if key not in cache:
+            cache[key] = get_family(name).build(TASKS[task], rows[task], options, seed=1)
+        return cache[key]
 
     return get
 
@@ -91,11 +102,19 @@ def test_family_declares_its_defaults_and_capabilities(name: str, built: Built) 
         assert model.capabilities == family.capabilities - {Capability.MULTITASK, Capability.FINETUNED}
 
 
-@by_family
+@by_model
+def test_a_variant_declares_no_capability_its_family_lacks(name: str, options: FamilyOptions, built: Built) -> None:
+    family = get_family(name)
+    for task in TASK_NAMES:
+        assert built(name, task, options).capabilities <= family.capabilities - {Capability.MULTITASK,
+                                                                                  Capability.FINETUNED}
+
+
+@by_model
 @by_task
-def test_forward_gives_logits_or_scores_per_example(name: str, task: str, built: Built,
+def test_forward_gives_logits_or_scores_per_example(name: str, options: FamilyOptions, task: str, built: Built,
                                                     rows: dict[str, list[Example]]) -> None:
-    model, spec = built(name, task), TASKS[task]
+    model, spec = built(name, task, options), TASKS[task]
     features = model.encode(rows[task])
     assert len(features) == ROWS
     assert all(isinstance(model.length(f), int) and model.length(f) > 0 for f in features)
@@ -107,11 +126,11 @@ def test_forward_gives_logits_or_scores_per_example(name: str, task: str, built:
     json.dumps(model.metadata())  # the run directory keeps it as JSON
 
 
-@by_family
+@by_model
 @by_task
-def test_padding_does_not_change_an_example_output(name: str, task: str, built: Built,
+def test_padding_does_not_change_an_example_output(name: str, options: FamilyOptions, task: str, built: Built,
                                                    rows: dict[str, list[Example]]) -> None:
-    model = built(name, task)
+    model = built(name, task, options)
     features = model.encode(rows[task])
     order = sorted(range(ROWS), key=lambda i: model.length(features[i]))
     short, longest = features[order[0]], [features[i] for i in order[-4:]]
@@ -126,22 +145,23 @@ def test_padding_does_not_change_an_example_output(name: str, task: str, built: 
             torch.testing.assert_close(among_longer[layer][2], value[0], atol=1e-5, rtol=1e-4, msg=layer)
 
 
-@by_family
+@by_model
 @by_task
-def test_metadata_and_weights_restore_identical_predictions(name: str, task: str, built: Built, tmp_path: Path,
+def test_metadata_and_weights_restore_identical_predictions(name: str, options: FamilyOptions, task: str,
+                                                            built: Built, tmp_path: Path,
                                                             rows: dict[str, list[Example]]) -> None:
-    model, spec = copy.deepcopy(built(name, task)), TASKS[task]
+    model, spec = copy.deepcopy(built(name, task, options)), TASKS[task]
     model.module.train()
     trainable = [p for p in model.module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-3)
     model.module(**model.collate(model.encode(rows[task][:8]))).float().square().mean().backward()
     optimizer.step()  # one step, so the saved weights are no longer those of any fresh model
     save_weights(model.module, tmp_path / "model.safetensors")
-    restored = get_family(name).restore(spec, json.loads(json.dumps(model.metadata())), OPTIONS)
+    restored = get_family(name).restore(spec, json.loads(json.dumps(model.metadata())), options)
     load_weights(restored.module, tmp_path / "model.safetensors")
     assert torch.equal(_forward(restored, rows[task]), _forward(model, rows[task]))
     model.export(tmp_path / "export")  # the family's own format, reloaded with its weights
-    exported = get_family(name).load_exported(spec, tmp_path / "export", OPTIONS)
+    exported = get_family(name).load_exported(spec, tmp_path / "export", options)
     torch.testing.assert_close(_forward(exported, rows[task]), _forward(model, rows[task]))
     assert not list((tmp_path / "export").rglob("*.pkl")) and not list((tmp_path / "export").rglob("*.bin"))
 
@@ -154,11 +174,11 @@ def test_finetuned_checkpoints_load_or_the_family_says_it_cannot(name: str) -> N
             family.load_finetuned(TASKS["RTE"], OPTIONS)
 
 
-@by_family
+@by_model
 @by_task
-def test_layer_outputs_are_per_example_in_forward_order(name: str, task: str, built: Built,
+def test_layer_outputs_are_per_example_in_forward_order(name: str, options: FamilyOptions, task: str, built: Built,
                                                         rows: dict[str, list[Example]]) -> None:
-    model = built(name, task)
+    model = built(name, task, options)
     batch = model.collate(model.encode(rows[task][:6]))
     if Capability.LAYER_OUTPUTS not in model.capabilities:
         with pytest.raises(UnsupportedCapability, match="does not offer per-layer outputs"):
@@ -192,10 +212,34 @@ def test_multitask_models_share_one_encoder_or_the_family_says_it_cannot(name: s
     assert all(own - shared for own in parameters.values())  # and a head of its own each
 
 
-@by_family
+@by_model
 @by_task
-def test_word_embedding_accessors_agree(name: str, task: str, built: Built, rows: dict[str, list[Example]]) -> None:
-    model = built(name, task)
+def test_token_outputs_give_every_token_a_vector_at_every_layer(name: str, options: FamilyOptions, task: str,
+                                                               built: Built, rows: dict[str, list[Example]]) -> None:
+    model = built(name, task, options)
+    texts = [example.text_a for example in rows[task][:6]]
+    if Capability.TOKEN_OUTPUTS not in model.capabilities:
+        with pytest.raises(UnsupportedCapability, match="does not offer per-token layer outputs"):
+            model.token_outputs(texts)
+        return
+    outputs = model.token_outputs(texts)
+    assert len(outputs) == len(texts) and all(isinstance(o, TokenOutputs) for o in outputs)
+    for output in outputs:
+        tokens = len(output.word_of_token)
+        assert len(output.layers) >= 2 and all(v.shape[0] == tokens and v.ndim == 2 for v in output.layers.values())
+        indices = output.word_of_token[output.word_of_token >= 0]
+        assert set(indices.tolist()) == set(range(len(output.words)))  # every word has a token, in order
+        assert (np.diff(indices) >= 0).all() and any(word is not None for word in output.words)
+    alone = model.token_outputs(texts[-1:])[0]  # a text's tokens do not depend on the texts batched with it
+    for layer, value in alone.layers.items():
+        np.testing.assert_allclose(outputs[-1].layers[layer], value, atol=1e-5, rtol=1e-4, err_msg=layer)
+
+
+@by_model
+@by_task
+def test_word_embedding_accessors_agree(name: str, options: FamilyOptions, task: str, built: Built,
+                                        rows: dict[str, list[Example]]) -> None:
+    model = built(name, task, options)
     if Capability.WORD_EMBEDDINGS not in model.capabilities:
         for call in (model.word_embedding, model.word_vocabulary, lambda: model.read_words("a"),
                      lambda: model.pretrained_word_embedding(OPTIONS)):

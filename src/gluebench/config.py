@@ -77,6 +77,10 @@ class FamilyOptions:
     dropout: float | None = option(None, "Dropout.", minimum=0, below=1)
     embeddings: str | None = option(None, "GloVe .txt/.zip file or adapted-vectors dir (default glove.6B.50d).")
     unfreeze_embeddings: bool = option(False, "Fine-tune the word vectors too.")
+    freeze_encoder: bool = option(False, "Transformers: keep the encoder as pretrained, train only an MLP head "
+                                  "on its cached sentence vectors (give a head's --lr and --epochs, e.g. 1e-3, 20).")
+    pooling: str | None = option(None, "With --freeze-encoder: the sentence vector is the [CLS] state (cls) or "
+                                 "the mean of the tokens (mean, the default).", choices=("cls", "mean"))
 
 
 @dataclass

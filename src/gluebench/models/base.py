@@ -17,9 +17,11 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -38,6 +40,8 @@ class Capability(enum.Enum):
     - MULTITASK: `ModelFamily.build_multitask`, one shared encoder with a head per task;
     - FINETUNED: `ModelFamily.load_finetuned`, a checkpoint someone else fine-tuned, evaluated as it is;
     - LAYER_OUTPUTS: `TaskModel.layer_outputs`, for probing and representation analysis;
+    - TOKEN_OUTPUTS: `TaskModel.token_outputs`, every token's vector at every layer, for token-level
+      analysis (how contextual a layer is: one word's vectors in different sentences);
     - WORD_EMBEDDINGS: `TaskModel.word_embedding`, `word_vocabulary`, `read_words` and
       `pretrained_word_embedding`, the input word vectors and the words they stand for;
     - TASK_VOCABULARY: no method, a property analysis must know: the word vocabulary is built from each
@@ -48,6 +52,7 @@ class Capability(enum.Enum):
     MULTITASK = "multitask training (one shared encoder, a head per task)"
     FINETUNED = "evaluating a checkpoint already fine-tuned for the task"
     LAYER_OUTPUTS = "per-layer outputs"
+    TOKEN_OUTPUTS = "per-token layer outputs"
     WORD_EMBEDDINGS = "word embeddings"
     TASK_VOCABULARY = "a word vocabulary built per task"
 
@@ -60,11 +65,26 @@ class UnsupportedCapability(GluebenchError):
         self.capability = capability
 
 
+@dataclass
+class TokenOutputs:
+    """TOKEN_OUTPUTS: one text as a model reads it, token by token, at each layer.
+
+    ``words`` are the text's words as the model reads them (normalised as it normalises them; None for a
+    word it does not know); ``word_of_token[t]`` is the index in ``words`` of token ``t``, -1 for a token of
+    no word ([CLS], [SEP]). A word split into subword tokens has several tokens; averaging them is the
+    caller's choice. ``layers`` maps each layer, in forward order, to a ``[tokens, width]`` float32 array.
+    """
+
+    words: list[str | None]
+    word_of_token: np.ndarray
+    layers: dict[str, np.ndarray]
+
+
 class TaskModel(ABC):
     """A model for one task: ``module(**collate(features))`` returns logits ``[B, C]`` or scores ``[B]``."""
 
     module: nn.Module
-    capabilities: frozenset[Capability] = frozenset()  # of LAYER_OUTPUTS, WORD_EMBEDDINGS, TASK_VOCABULARY
+    capabilities: frozenset[Capability] = frozenset()  # of LAYER_OUTPUTS, TOKEN_OUTPUTS, WORD_EMBEDDINGS, ...
 
     @abstractmethod
     def encode(self, examples: Sequence[Example]) -> list[Feature]:
@@ -89,6 +109,10 @@ class TaskModel(ABC):
     def layer_outputs(self, batch: Batch) -> dict[str, torch.Tensor]:
         """LAYER_OUTPUTS: ``[B, width]`` per example at each named layer, in forward order, the output last."""
         raise UnsupportedCapability(type(self).__name__, Capability.LAYER_OUTPUTS)
+
+    def token_outputs(self, texts: Sequence[str]) -> list[TokenOutputs]:
+        """TOKEN_OUTPUTS: each text, given alone (no second text), token by token at every layer."""
+        raise UnsupportedCapability(type(self).__name__, Capability.TOKEN_OUTPUTS)
 
     def word_embedding(self) -> torch.Tensor:
         """WORD_EMBEDDINGS: the ``[V, D]`` input word-embedding weight itself (``requires_grad``: it trains)."""
@@ -143,4 +167,5 @@ class ModelFamily(ABC):
         raise UnsupportedCapability(f"--model {self.name}", Capability.MULTITASK)
 
 
-__all__ = ["Batch", "Capability", "FamilyOptions", "Feature", "ModelFamily", "TaskModel", "UnsupportedCapability"]
+__all__ = ["Batch", "Capability", "FamilyOptions", "Feature", "ModelFamily", "TaskModel", "TokenOutputs",
+           "UnsupportedCapability"]

@@ -9,6 +9,10 @@ package; ``--model hf:<id or path>`` is any Hugging Face encoder with a sequence
 Texts are tokenized once and cached under ``<cache>/tokenized`` as plain numpy arrays (no pickle), keyed
 on the tokenizer, the task, the examples' content and the max length, so sweeps and reruns skip it.
 Batches are padded only to their longest member (the training loop groups them by length).
+
+``--freeze-encoder`` (SentEval-style probing) keeps the pretrained encoder as it is and trains only a head
+(`FrozenEncoderTaskModel`): each distinct text is encoded once, pooled ([CLS] or token mean), and the
+vectors cached under ``<cache>/encoded``, so every epoch runs at the head's speed.
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save
 from torch import nn
 
 from gluebench.data.locate import cache_dir
 from gluebench.data.read import Example
 from gluebench.errors import GluebenchError
-from gluebench.models.base import Batch, Capability, FamilyOptions, Feature, ModelFamily, TaskModel
-from gluebench.runs import atomic_write_bytes
+from gluebench.models.base import Batch, Capability, FamilyOptions, Feature, ModelFamily, TaskModel, TokenOutputs
+from gluebench.runs import atomic_write_bytes, atomic_write_json
 from gluebench.tasks import TaskSpec
 
 if TYPE_CHECKING:  # transformers is imported when a model is loaded, not with this module
@@ -39,6 +44,9 @@ if TYPE_CHECKING:  # transformers is imported when a model is loaded, not with t
 MINILM = "minilm"
 HF_PREFIX = "hf:"  # hf:<model id or path>
 DEFAULT_MAX_LENGTH = 128
+HEAD_HIDDEN = 512  # the frozen encoder's MLP head, as wide as the static family's (the GLUE baselines')
+HEAD_DROPOUT = 0.1
+FROZEN_EXPORT = "frozen_head.json"  # marks an export of a frozen-encoder model (beside encoder/, head.safetensors)
 
 
 def minilm_path() -> Path:
@@ -91,11 +99,102 @@ def _input_embedding(model: PreTrainedModel) -> torch.Tensor:
     return weight
 
 
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A digest of everything that decides the token ids: vocabulary, normalisation, special tokens."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        described = backend.to_str()
+    else:
+        described = json.dumps([type(tokenizer).__name__, sorted(tokenizer.get_vocab().items()),
+                                tokenizer.init_kwargs], sort_keys=True, default=str)
+    return hashlib.sha256(described.encode("utf-8")).hexdigest()
+
+
+def _pad(rows: Sequence[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``[N, longest]`` ids and their attention mask."""
+    longest = max(len(r) for r in rows)
+    ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), longest), dtype=np.int64)
+    for row, values in enumerate(rows):
+        ids[row, : len(values)] = values
+        mask[row, : len(values)] = 1
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+def _pooled_layers(hidden_states: Sequence[torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``embeddings_cls``/``embeddings_mean``, ``layer_K_cls``/``layer_K_mean``: [CLS] and masked token mean."""
+    weights = mask.unsqueeze(-1).to(hidden_states[0].dtype)
+    result: dict[str, torch.Tensor] = {}
+    for depth, hidden in enumerate(hidden_states):
+        name = "embeddings" if depth == 0 else f"layer_{depth}"
+        result[f"{name}_cls"] = hidden[:, 0]
+        result[f"{name}_mean"] = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+    return result
+
+
+def _words(text: str, word_ids: Sequence[int | None], offsets: Sequence[tuple[int, int]], tokens: Sequence[int],
+           unknown_id: int | None, normalizer: Any) -> tuple[list[str | None], np.ndarray]:
+    """The words of ``text`` as the tokenizer splits it, and the word of each token (-1: special tokens)."""
+    spans: dict[int, list[int]] = {}
+    unknown: set[int] = set()
+    for word, (start, end), token in zip(word_ids, offsets, tokens, strict=True):
+        if word is None:
+            continue
+        span = spans.setdefault(word, [start, end])
+        span[0], span[1] = min(span[0], start), max(span[1], end)
+        if token == unknown_id:
+            unknown.add(word)
+    order = {word: i for i, word in enumerate(spans)}
+    words: list[str | None] = [None if word in unknown else
+                               normalizer.normalize_str(text[a:b]) if normalizer is not None else text[a:b]
+                               for word, (a, b) in spans.items()]
+    return words, np.array([-1 if w is None else order[w] for w in word_ids], dtype=np.int64)
+
+
+def token_outputs(tokenizer: Any, encoder: nn.Module, texts: Sequence[str], max_length: int,
+                  batch_size: int = 32) -> list[TokenOutputs]:
+    """Every token's vector of ``texts`` (each alone) at every layer of ``encoder`` (a Hugging Face base model).
+
+    Layers: ``word_vectors`` (the token-embedding rows the encoder starts from: one per token type, static),
+    ``embeddings`` (with positions added and normalised) and ``layer_1`` .. ``layer_N``.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise GluebenchError(f"{type(tokenizer).__name__} is not a fast tokenizer: it cannot map tokens to words")
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length, return_offsets_mapping=True)
+    normalizer = getattr(getattr(tokenizer, "backend_tokenizer", None), "normalizer", None)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(encoder.parameters()).device
+    embedding = encoder.get_input_embeddings()  # type: ignore[operator]
+    was_training = encoder.training
+    encoder.eval()
+    results: list[TokenOutputs] = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            rows = range(start, min(start + batch_size, len(texts)))
+            ids, mask = _pad([np.asarray(encoded["input_ids"][r]) for r in rows], pad_id)
+            with torch.no_grad():
+                hidden = encoder(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                 output_hidden_states=True).hidden_states
+                vectors = embedding(ids.to(device))
+            for k, r in enumerate(rows):
+                n = len(encoded["input_ids"][r])
+                words, word_of_token = _words(texts[r], encoded.word_ids(r), encoded["offset_mapping"][r],
+                                              encoded["input_ids"][r], tokenizer.unk_token_id, normalizer)
+                layers = {"word_vectors": vectors[k, :n]} | {
+                    "embeddings" if depth == 0 else f"layer_{depth}": states[k, :n]
+                    for depth, states in enumerate(hidden)}
+                results.append(TokenOutputs(words, word_of_token,
+                                            {name: v.float().cpu().numpy() for name, v in layers.items()}))
+    finally:
+        encoder.train(was_training)
+    return results
+
+
 class TransformerTaskModel(TaskModel):
     """One task's fine-tunable encoder with its tokenizer."""
 
     module: SequenceClassifier
-    capabilities = frozenset({Capability.LAYER_OUTPUTS, Capability.WORD_EMBEDDINGS})
+    capabilities = frozenset({Capability.LAYER_OUTPUTS, Capability.TOKEN_OUTPUTS, Capability.WORD_EMBEDDINGS})
 
     def __init__(self, task: TaskSpec, source: str, tokenizer: Any, model: PreTrainedModel, max_length: int,
                  label_order: Sequence[int] | None = None) -> None:
@@ -115,13 +214,7 @@ class TransformerTaskModel(TaskModel):
     def tokenizer_fingerprint(self) -> str:
         """A digest of everything that decides the token ids: vocabulary, normalisation, special tokens."""
         if self._fingerprint is None:
-            backend = getattr(self.tokenizer, "backend_tokenizer", None)
-            if backend is not None:
-                described = backend.to_str()
-            else:
-                described = json.dumps([type(self.tokenizer).__name__, sorted(self.tokenizer.get_vocab().items()),
-                                        self.tokenizer.init_kwargs], sort_keys=True, default=str)
-            self._fingerprint = hashlib.sha256(described.encode("utf-8")).hexdigest()
+            self._fingerprint = tokenizer_fingerprint(self.tokenizer)
         return self._fingerprint
 
     def _cache_path(self, examples: Sequence[Example]) -> Path:
@@ -258,17 +351,16 @@ class TransformerTaskModel(TaskModel):
             for hook in hooks:
                 hook.remove()
             hf_model.train(was_training)
-        mask = batch["attention_mask"].unsqueeze(-1).to(out.hidden_states[0].dtype)
-        result: dict[str, torch.Tensor] = {}
-        for depth, hidden in enumerate(out.hidden_states):
-            name = "embeddings" if depth == 0 else f"layer_{depth}"
-            result[f"{name}_cls"] = hidden[:, 0]
-            result[f"{name}_mean"] = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        result = _pooled_layers(out.hidden_states, batch["attention_mask"])
         for key in ("pooled", "pre_classifier"):
             if key in captured:
                 result[key] = captured[key]
         result["logits"] = out.logits.squeeze(-1) if self.task.is_regression else out.logits
         return result
+
+    def token_outputs(self, texts: Sequence[str]) -> list[TokenOutputs]:
+        """The encoder's tokens at every layer (`token_outputs`); the task head is not involved."""
+        return token_outputs(self.tokenizer, self.module.model.base_model, texts, self.max_length)
 
     def word_embedding(self) -> torch.Tensor:
         return _input_embedding(self.module.model)
@@ -290,6 +382,217 @@ class TransformerTaskModel(TaskModel):
             pretrained = AutoModel.from_pretrained(self.source, trust_remote_code=False)
         return _input_embedding(pretrained).detach()
 
+class FrozenHead(nn.Module):
+    """What a frozen-encoder model trains: an MLP on the cached sentence vectors.
+
+    The GLUE baselines' head (dropout, 512 tanh units with layer norm, dropout, output), as the static family
+    has it, so the 2 x 2 study compares encoders under one kind of head; a linear probe on frozen features
+    leaves accuracy on the table for little speed (both run at thousands of examples/s on cached vectors).
+    A single text reads its vector ``u``; a pair reads ``[u; v; |u - v|; u * v]`` of the two texts encoded
+    apart (InferSent / SentEval style), which is how a sentence-embedding checkpoint such as
+    all-MiniLM-L6-v2 was trained to be used, and lets each distinct text be encoded and cached once.
+    """
+
+    def __init__(self, width: int, pair: bool, num_outputs: int, regression: bool, hidden: int,
+                 dropout: float) -> None:
+        super().__init__()
+        self.pair = pair
+        self.regression = regression
+        self.hidden = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * width if pair else width, hidden), nn.Tanh(),
+                                    nn.LayerNorm(hidden), nn.Dropout(dropout))
+        self.out = nn.Linear(hidden, num_outputs)
+
+    def features(self, pooled: torch.Tensor) -> torch.Tensor:
+        """``[B, width]`` (single texts) or ``[B, 2, width]`` (pairs) to what the MLP reads."""
+        if not self.pair:
+            return pooled
+        u, v = pooled[:, 0], pooled[:, 1]
+        return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
+
+    def forward(self, pooled: torch.Tensor, **_tokens: torch.Tensor) -> torch.Tensor:
+        """Logits or scores from the cached vectors; the batch's token ids are there for analysis only."""
+        output = self.out(self.hidden(self.features(pooled)))
+        return output.squeeze(-1) if self.regression else output
+
+
+def encoder_digest(encoder: nn.Module) -> str:
+    """A digest of every weight of ``encoder``: the cache key and the check that a restored head fits it."""
+    digest = hashlib.sha256()
+    for name, tensor in encoder.state_dict().items():
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode() + b"\x00")
+        digest.update(flat.view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+class FrozenEncoderTaskModel(TaskModel):
+    """A pretrained encoder kept as it is, and a task head trained on its cached, pooled outputs.
+
+    ``encode`` returns each example's cached sentence vector(s) (``pooled``) with its token ids; ``module`` is
+    the head alone, so the training loop, checkpoints and saved weights hold only what trains, and the
+    encoder's weights stay bit-identical (their digest is saved, and checked when the model is restored).
+    The token ids ride along for `layer_outputs` and `token_outputs`, which run the encoder itself.
+    No WORD_EMBEDDINGS: the encoder's word vectors are the checkpoint's and never train (their drift is 0).
+    """
+
+    module: FrozenHead
+    capabilities = frozenset({Capability.LAYER_OUTPUTS, Capability.TOKEN_OUTPUTS})
+
+    def __init__(self, task: TaskSpec, source: str, tokenizer: Any, encoder: PreTrainedModel, max_length: int,
+                 pooling: str, hidden: int, dropout: float) -> None:
+        self.task = task
+        self.source = source
+        self.tokenizer = tokenizer
+        self.encoder = encoder.eval().requires_grad_(False)
+        if torch.cuda.is_available():
+            self.encoder.to("cuda")
+        self.max_length = max_length
+        self.pooling = pooling
+        self.hidden_size = hidden
+        self.dropout = dropout
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.module = FrozenHead(encoder.config.hidden_size, task.is_pair, task.num_labels, task.is_regression,
+                                 hidden, dropout)
+        if task.label_range is not None:  # a regression head starts at the middle of the score range
+            nn.init.constant_(self.module.out.bias, sum(task.label_range) / 2)
+        self._digest: str | None = None
+
+    def encoder_digest(self) -> str:
+        if self._digest is None:
+            self._digest = encoder_digest(self.encoder)
+        return self._digest
+
+    # -- encoding ------------------------------------------------------------------------------------
+
+    def _texts(self, example: Example) -> tuple[str, ...]:
+        return (example.text_a, example.text_b or "") if self.task.is_pair else (example.text_a,)
+
+    def _cache_path(self, texts: Sequence[str]) -> Path:
+        """Keyed on what decides the vectors: tokenizer, encoder weights (a path may hold other weights
+        later, so the weights' digest stands for the source), max length, pooling and the texts."""
+        digest = hashlib.sha256()
+        for part in (tokenizer_fingerprint(self.tokenizer), self.encoder_digest(), str(self.max_length),
+                     self.pooling):
+            digest.update(part.encode("utf-8") + b"\x00")
+        for text in texts:
+            digest.update(text.encode("utf-8") + b"\x1e")
+        return cache_dir() / "encoded" / f"{self.task.name}-{digest.hexdigest()[:32]}.npz"
+
+    def _run_encoder(self, texts: Sequence[str], batch_size: int = 64) -> dict[str, np.ndarray]:
+        """Token ids and pooled vectors of ``texts``, longest first in batches (little padding)."""
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        pooled = np.zeros((len(texts), self.encoder.config.hidden_size), dtype=np.float32)
+        order = np.argsort(-lengths, kind="stable")
+        device = next(self.encoder.parameters()).device
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                batch_ids, mask = _pad([np.asarray(ids[r]) for r in rows], self.pad_id)
+                pooled[rows] = self._pool(self.encoder(input_ids=batch_ids.to(device),
+                                                       attention_mask=mask.to(device)).last_hidden_state,
+                                          mask.to(device)).float().cpu().numpy()
+        return {"offsets": np.concatenate([[0], np.cumsum(lengths)]),
+                "input_ids": np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(lengths.sum())),
+                "pooled": pooled}
+
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+    def _read_cache(self, path: Path, count: int) -> dict[str, np.ndarray] | None:
+        """The cached arrays if they are whole and consistent; a damaged entry is rebuilt, never trusted."""
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                arrays = {key: stored[key] for key in stored.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            return None
+        if set(arrays) != {"offsets", "input_ids", "pooled"} or arrays["offsets"].shape != (count + 1,):
+            return None
+        if arrays["pooled"].shape != (count, self.encoder.config.hidden_size) or \
+                len(arrays["input_ids"]) != arrays["offsets"][-1] or (np.diff(arrays["offsets"]) < 0).any():
+            return None
+        return arrays
+
+    def encode(self, examples: Sequence[Example]) -> list[Feature]:
+        """Each example's pooled vector(s) and token ids; the encoder runs once per distinct text, ever."""
+        if not examples:
+            return []
+        texts = list(dict.fromkeys(t for e in examples for t in self._texts(e)))
+        path = self._cache_path(texts)
+        arrays = self._read_cache(path, len(texts)) if path.is_file() else None
+        if arrays is None:
+            arrays = self._run_encoder(texts)
+            buffer = io.BytesIO()
+            np.savez(buffer, allow_pickle=False, **arrays)
+            atomic_write_bytes(path, buffer.getvalue())
+        row = {text: i for i, text in enumerate(texts)}
+        offsets, ids, pooled = arrays["offsets"], arrays["input_ids"], arrays["pooled"]
+        features: list[Feature] = []
+        for example in examples:
+            rows = [row[t] for t in self._texts(example)]
+            feature: Feature = {"pooled": pooled[rows] if self.task.is_pair else pooled[rows[0]]}
+            for key, r in zip(("input_ids", "input_ids_b"), rows, strict=False):
+                feature[key] = ids[offsets[r] : offsets[r + 1]]
+            features.append(feature)
+        return features
+
+    def length(self, feature: Feature) -> int:
+        return len(feature["input_ids"]) + len(feature.get("input_ids_b", ()))
+
+    def collate(self, features: Sequence[Feature]) -> Batch:
+        """The pooled vectors, and the token ids padded (pairs: all first texts, then all second texts)."""
+        rows = [f["input_ids"] for f in features] + [f["input_ids_b"] for f in features if "input_ids_b" in f]
+        ids, mask = _pad(rows, self.pad_id)
+        return {"pooled": torch.from_numpy(np.stack([f["pooled"] for f in features])), "input_ids": ids,
+                "attention_mask": mask}
+
+    # -- saving and analysis --------------------------------------------------------------------------
+
+    def metadata(self) -> dict[str, Any]:
+        return {"family": "transformer", "source": self.source, "max_length": self.max_length,
+                "labels": list(self.task.labels) if self.task.labels else None, "num_labels": self.task.num_labels,
+                "freeze_encoder": True, "pooling": self.pooling, "head_hidden": self.hidden_size,
+                "dropout": self.dropout, "encoder_digest": self.encoder_digest()}
+
+    def export(self, directory: Path) -> None:
+        """``encoder/`` (Hugging Face ``save_pretrained``: the encoder and its tokenizer, unchanged),
+        ``head.safetensors`` and ``frozen_head.json`` (pooling, head, labels), which `load_exported` reads.
+
+        The head is no Hugging Face architecture (pooled vectors, pairs encoded apart), so the export is the
+        encoder any library can load plus the head's weights, not a sequence-classification checkpoint."""
+        self.encoder.save_pretrained(directory / "encoder", safe_serialization=True)
+        self.tokenizer.save_pretrained(directory / "encoder")
+        atomic_write_bytes(directory / "head.safetensors", save({k: v.detach().cpu().contiguous()
+                                                                 for k, v in self.module.state_dict().items()}))
+        atomic_write_json(directory / FROZEN_EXPORT, {**self.metadata(), "source": "encoder"})
+
+    def layer_outputs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The encoder's layers (as `TransformerTaskModel.layer_outputs`; pairs: ``[a; b]`` side by side), then
+        ``features`` (what the MLP reads), ``hidden`` (its hidden layer) and ``logits``."""
+        device, head_device = next(self.encoder.parameters()).device, next(self.module.parameters()).device
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            with torch.no_grad():
+                mask = batch["attention_mask"].to(device)
+                hidden = self.encoder(input_ids=batch["input_ids"].to(device), attention_mask=mask,
+                                      output_hidden_states=True).hidden_states
+                result = {name: (torch.cat(value.chunk(2), dim=-1) if self.task.is_pair else value).to(head_device)
+                          for name, value in _pooled_layers(hidden, mask).items()}
+                result["features"] = self.module.features(batch["pooled"].to(head_device))
+                result["hidden"] = self.module.hidden(result["features"])
+                output = self.module.out(result["hidden"])
+                result["logits"] = output.squeeze(-1) if self.task.is_regression else output
+        finally:
+            self.module.train(was_training)
+        return result
+
+    def token_outputs(self, texts: Sequence[str]) -> list[TokenOutputs]:
+        return token_outputs(self.tokenizer, self.encoder, texts, self.max_length)
+
 
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
@@ -305,7 +608,12 @@ def _quiet_transformers() -> Iterator[None]:
 
 
 class TransformerFamily(ModelFamily):
-    """Builds fine-tunable encoders (BERT recipe defaults: lr 2e-5..5e-5, batch 32, 3 epochs, warmup 10%)."""
+    """Builds fine-tunable encoders (BERT recipe defaults: lr 2e-5..5e-5, batch 32, 3 epochs, warmup 10%).
+
+    With ``freeze_encoder`` it builds `FrozenEncoderTaskModel`s instead. The defaults stay fine-tuning's
+    (a family's defaults cannot depend on its options), so a frozen run should name a head's ``--lr`` and
+    ``--epochs``.
+    """
 
     capabilities = TransformerTaskModel.capabilities | {Capability.FINETUNED}
 
@@ -358,17 +666,53 @@ class TransformerFamily(ModelFamily):
         return TransformerTaskModel(task, source, tokenizer, model, max_length)
 
     def build(self, task: TaskSpec, examples: Sequence[Example], options: FamilyOptions, seed: int,
-              ) -> TransformerTaskModel:
+              ) -> TransformerTaskModel | FrozenEncoderTaskModel:
         """Pretrained encoder + a fresh head; the head's initialisation depends only on ``seed``."""
         from transformers import set_seed
 
         set_seed(seed)
+        if options.freeze_encoder:
+            return self._frozen(task, self.source, options)
+        if options.pooling is not None:
+            raise GluebenchError("--pooling applies to --freeze-encoder; fine-tuning uses the checkpoint's own "
+                                 "sequence-classification head")
         return self._load(task, self.source, options, pretrained_weights=True)
 
-    def restore(self, task: TaskSpec, metadata: dict[str, Any], options: FamilyOptions) -> TransformerTaskModel:
+    def _frozen(self, task: TaskSpec, source: str, options: FamilyOptions,
+                hidden: int = HEAD_HIDDEN) -> FrozenEncoderTaskModel:
+        """The pretrained encoder (no head of its own) under a fresh MLP head."""
+        from transformers import AutoModel, AutoTokenizer
+
+        try:
+            with _quiet_transformers():
+                tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+                encoder = AutoModel.from_pretrained(source, trust_remote_code=False)
+        except (OSError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise GluebenchError(f"--model {self.name}: cannot load {source!r} as an encoder ({first})") from exc
+        max_length = options.max_length or DEFAULT_MAX_LENGTH
+        limit = getattr(encoder.config, "max_position_embeddings", None)
+        if limit is not None and max_length > limit:
+            raise GluebenchError(f"--max-length {max_length} exceeds what {source!r} supports ({limit})")
+        return FrozenEncoderTaskModel(task, source, tokenizer, encoder, max_length, options.pooling or "mean",
+                                      hidden, HEAD_DROPOUT if options.dropout is None else options.dropout)
+
+    def _restore_frozen(self, task: TaskSpec, metadata: dict[str, Any], source: str) -> FrozenEncoderTaskModel:
+        """A frozen-encoder model as saved: its encoder must be the very one the head was trained on."""
+        options = FamilyOptions(max_length=metadata.get("max_length"), dropout=metadata.get("dropout"),
+                                freeze_encoder=True, pooling=metadata.get("pooling"))
+        model = self._frozen(task, source, options, int(metadata.get("head_hidden", HEAD_HIDDEN)))
+        if metadata.get("encoder_digest") not in (None, model.encoder_digest()):
+            raise GluebenchError(f"the encoder at {source} is not the one this head was trained on (its weights "
+                                 "differ); restore it with the checkpoint it was trained with")
+        return model
+
+    def restore(self, task: TaskSpec, metadata: dict[str, Any], options: FamilyOptions,
+                ) -> TransformerTaskModel | FrozenEncoderTaskModel:
         """The architecture and tokenizer of a saved model, without pretrained weights (the caller loads them).
 
-        A model evaluated as fine-tuned elsewhere (``weights: source``) comes back with the source's weights.
+        A model evaluated as fine-tuned elsewhere (``weights: source``) comes back with the source's weights;
+        a frozen-encoder model with its pretrained encoder (only its head's weights are saved).
         """
         saved_labels = metadata.get("labels")
         expected = list(task.labels) if task.labels else None
@@ -380,12 +724,32 @@ class TransformerFamily(ModelFamily):
         source = metadata.get("source") or self.source
         if self.name == MINILM:
             source = self.source  # the package may live elsewhere on this machine than where it was trained
+        if metadata.get("freeze_encoder"):
+            return self._restore_frozen(task, metadata, source)
         restored = FamilyOptions(**{**options.__dict__, "max_length": metadata.get("max_length")})
         return self._load(task, source, restored, pretrained_weights=False)
 
-    def load_exported(self, task: TaskSpec, directory: Path, options: FamilyOptions) -> TransformerTaskModel:
-        """What `TransformerTaskModel.export` wrote: a Hugging Face checkpoint with the task's label names."""
-        return self._finetuned(task, str(directory), options)
+    def load_exported(self, task: TaskSpec, directory: Path, options: FamilyOptions,
+                      ) -> TransformerTaskModel | FrozenEncoderTaskModel:
+        """What `TransformerTaskModel.export` wrote (a Hugging Face checkpoint with the task's label names), or
+        `FrozenEncoderTaskModel.export` (``encoder/``, ``head.safetensors``, ``frozen_head.json``)."""
+        if not (directory / FROZEN_EXPORT).is_file():
+            return self._finetuned(task, str(directory), options)
+        try:
+            metadata = json.loads((directory / FROZEN_EXPORT).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise GluebenchError(f"not a frozen-encoder export ({exc})", path=directory / FROZEN_EXPORT) from exc
+        saved_labels, expected = metadata.get("labels"), list(task.labels) if task.labels else None
+        if saved_labels != expected:
+            raise GluebenchError(f"exported model's labels {saved_labels} differ from {task.name}'s {expected}",
+                                 path=directory)
+        model = self._restore_frozen(task, metadata, str(directory / "encoder"))
+        try:
+            model.module.load_state_dict(load_file(str(directory / "head.safetensors")))
+        except Exception as exc:  # safetensors' own errors for a damaged file; RuntimeError for a misfit
+            raise GluebenchError(f"head weights do not load ({str(exc).splitlines()[0][:200]})",
+                                 path=directory / "head.safetensors") from exc
+        return model
 
     def load_finetuned(self, task: TaskSpec, options: FamilyOptions,
                        label_map: dict[int, str] | None = None) -> TransformerTaskModel:
