@@ -1,6 +1,10 @@
 """One self-contained HTML page about one or more runs: tables, plots, config and timing.
 
-Reporting only reads run directories (never retrains). Every figure is drawn with matplotlib's Agg canvas,
+Reporting only reads run directories (never retrains). A run that is part of a sweep (a trial or a final
+run: ``SWEEP_DIR/trials/NAME``, ``SWEEP_DIR/final/TASK``), or a sweep directory given instead of a run,
+adds a sweep section read from its ``sweep.json``: every trial, Optuna's optimization history, parameter
+importances and parallel coordinates, drawn from a study rebuilt in memory (the sweep's storage may be a
+server this machine cannot reach). Every figure is drawn with matplotlib's Agg canvas,
 written as a PNG beside the page and embedded in it as base64, and the page carries a Content-Security-
 Policy that forbids any network load, so it opens the same from a mail attachment as from disk.
 """
@@ -8,15 +12,22 @@ Policy that forbids any network load, so it opens the same from a mail attachmen
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
+import optuna
 from matplotlib.figure import Figure
+from optuna.distributions import json_to_distribution
+from optuna.exceptions import ExperimentalWarning
+from optuna.trial import TrialState, create_trial
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import confusion_matrix
 
@@ -249,6 +260,104 @@ def _scatter_sections(run: RunData, slug: str, emit: Callable[[bytes | None, str
     return sections
 
 
+# ---- sweeps ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepData:
+    """A sweep directory's record (``sweep.json``), read once."""
+
+    root: Path
+    record: dict[str, Any]
+
+    def studies(self) -> dict[str, list[dict[str, Any]]]:
+        """Each study's trials, by the study's tasks (e.g. ``RTE``, or ``RTE+MRPC`` for a multitask sweep)."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for trial in self.record.get("trials", []):
+            found.setdefault(trial["task"], []).append(trial)
+        return found
+
+    def final_runs(self) -> list[Path]:
+        return [Path(f["run_dir"]) for f in self.record.get("final", {}).values()
+                if (Path(f["run_dir"]) / "run.json").is_file()]
+
+
+def load_sweep(root: Path) -> SweepData:
+    path = Path(root) / "sweep.json"
+    if not path.is_file():
+        raise GluebenchError("neither a finished gluebench run (no run.json) nor a sweep (no sweep.json)", path=root)
+    return SweepData(Path(root), read_json(path))
+
+
+def sweep_of(run_dir: Path) -> Path | None:
+    """The sweep directory a trial or final run belongs to (``SWEEP/trials/NAME``, ``SWEEP/final/TASK``)."""
+    root = Path(run_dir).resolve().parent.parent
+    return root if (root / "sweep.json").is_file() and Path(run_dir).resolve().parent.name in ("trials", "final") \
+        else None
+
+
+def _rebuilt_study(trials: list[dict[str, Any]]) -> optuna.Study:
+    """An in-memory study holding the finished and pruned trials, for Optuna's plots."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "a new study created in memory"
+    study = optuna.create_study(direction="maximize")
+    for trial in trials:
+        if trial["state"] not in (TrialState.COMPLETE.name, TrialState.PRUNED.name):
+            continue
+        complete = trial["state"] == TrialState.COMPLETE.name
+        study.add_trial(create_trial(
+            state=TrialState[trial["state"]], value=trial["value"] if complete else None, params=trial["params"],
+            distributions={k: json_to_distribution(v) for k, v in trial["distributions"].items()},
+            intermediate_values={int(k): v for k, v in trial.get("intermediate_values", {}).items()}))
+    return study
+
+
+@contextlib.contextmanager
+def _optuna_plot() -> Iterator[None]:
+    """Optuna's matplotlib plots draw on pyplot's figures in their own style: the figures made inside are
+    closed and the style is undone on the way out, so the run figures keep theirs."""
+    before = set(plt.get_fignums())
+    with warnings.catch_warnings(), plt.rc_context():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)  # matplotlib on a parameter with one value: nothing to act on
+        try:
+            yield
+        finally:
+            for number in set(plt.get_fignums()) - before:
+                plt.close(number)
+
+
+def sweep_figures(trials: list[dict[str, Any]], metric: str) -> list[tuple[str, str, bytes]]:
+    """(slug, caption, PNG) of the study's optimization history, parameter importances, parallel coordinates
+    and per-epoch values; a plot Optuna cannot draw for these trials (too few, one value each) is left out."""
+    study = _rebuilt_study(trials)
+    finished = len(study.get_trials(states=(TrialState.COMPLETE,)))
+    plots: list[tuple[str, str, Callable[[], Any], bool]] = [
+        ("history", f"Dev {metric} of every finished trial in the order they ran, and the best so far.",
+         lambda: optuna.visualization.matplotlib.plot_optimization_history(study, target_name=metric),
+         finished >= 1),
+        ("importances", "How much each parameter explains the dev metric (fANOVA over the finished trials).",
+         lambda: optuna.visualization.matplotlib.plot_param_importances(study), finished >= 2),
+        ("parallel", "Each finished trial's settings and dev metric, one line per trial.",
+         lambda: optuna.visualization.matplotlib.plot_parallel_coordinate(study, target_name=metric),
+         finished >= 2),
+        ("epochs", f"Dev {metric} after each epoch (first seed), pruned trials included: what the pruner saw.",
+         lambda: optuna.visualization.matplotlib.plot_intermediate_values(study),
+         any(t.intermediate_values for t in study.trials)),
+    ]
+    figures = []
+    for slug, caption, draw, drawable in plots:
+        if not drawable:
+            continue
+        with _optuna_plot():
+            try:
+                axes = draw()
+            except (ValueError, RuntimeError, ZeroDivisionError):  # e.g. importances when no parameter varies
+                continue
+            figure = (axes.flat[0] if isinstance(axes, np.ndarray) else axes).figure
+            figures.append((slug, caption, _png(figure)))
+    return figures
+
+
 # ---- HTML --------------------------------------------------------------------------------------------
 
 _CSS = """
@@ -377,6 +486,51 @@ def _published_sources() -> str:
     return f'<p class="note">Human baseline: test-set numbers from</p><ul class="note">{items}</ul>'
 
 
+def _sweep_section(sweep: SweepData, slug: str, emit: Callable[[bytes | None, str, str, str], str]) -> list[str]:
+    record = sweep.record
+    settings = record.get("settings", {})
+    states = [t["state"] for t in record.get("trials", [])]
+    counts = ", ".join(f"{states.count(s)} {s.lower()}" for s in dict.fromkeys(states)) or "no trial yet"
+    body = [f'<h2 id="{slug}">Sweep {_e(settings.get("study", ""))}</h2>',
+            f"<p>Sweep directory <code>{_e(sweep.root)}</code>; sampler <b>{_e(settings.get('sampler'))}</b>, "
+            f"pruner <b>{_e(settings.get('pruner'))}</b>, storage "
+            f"<code>{_e(settings.get('storage') or 'journal file')}</code>; {len(states)} trials: {_e(counts)}. Space: "
+            + "; ".join(f"<code>{_e(k)}</code> = {_e(v)}" for k, v in record.get("space", {}).items()) + "</p>"]
+    for number, (label, trials) in enumerate(sweep.studies().items(), start=1):
+        tasks = label.split("+")
+        metric = " / ".join(TASKS[t].main_metric for t in tasks if t in TASKS)
+        keys = list(record.get("space", {}))
+        winners = {record.get("best", {}).get(t, {}).get("trial") for t in tasks}
+        rows = []
+        for trial in trials:
+            epochs = len({(h["seed"], h["epoch"]) for h in trial.get("history", [])})
+            value = "–" if trial.get("value") is None else f"{trial['value']:.2f}"
+            css = ' class="best"' if trial["name"] in winners else ""
+            retry = f" (retry of {trial['retried_from'] + 1})" if trial.get("retried_from") is not None else ""
+            rows.append(f'<tr{css} data-state="{_e(trial["state"])}"><td>{_e(trial["name"])}</td>'
+                        f"<td>{_e(trial['state'].lower() + retry)}</td>"
+                        + "".join(f'<td class="num">{_e(trial["params"].get(k, "–"))}</td>' for k in keys)
+                        + f'<td class="num">{epochs}</td><td class="num">{value}</td></tr>')
+        body += [f"<h3>{_e(label)}: {_e(metric)}</h3>",
+                 _table(("trial", "state", *keys, "epochs run", f"dev {metric}"), rows, "sweep-trials")]
+        best = [f"{_e(t)} {_e(info['metric'])} {info['value']:.2f} with "
+                + ", ".join(f"{_e(k)}={_e(v)}" for k, v in info["params"].items())
+                for t, info in record.get("best", {}).items() if t in tasks]
+        final = record.get("final", {}).get(label)
+        if final:
+            seeds = ", ".join(map(str, final["seeds"]))
+            shown = [f"{_e(t)} {_e(TASKS[t].main_metric)} {info['mean'][TASKS[t].main_metric]:.2f} ± "
+                     f"{info['std'][TASKS[t].main_metric]:.2f}" for t, info in final["tasks"].items()
+                     if t in TASKS and TASKS[t].main_metric in info["mean"]]
+            best.append(f"final run (seeds {_e(seeds)}, <code>{_e(final['run_dir'])}</code>): " + "; ".join(shown))
+        if best:
+            body.append('<p class="sweep-best">Best: ' + "<br>".join(best) + "</p>")
+        file_slug = f"{slug}_study{number}"
+        body += [emit(png, f"{file_slug}_{kind}.png", f"{label} {kind}", caption)
+                 for kind, caption, png in sweep_figures(trials, metric)]
+    return body
+
+
 @dataclass
 class Report:
     """What `write_report` produced: the page and the PNGs beside it."""
@@ -386,10 +540,17 @@ class Report:
 
 
 def write_report(run_dirs: Sequence[Path], output: Path) -> Report:
-    """Write the HTML report of ``run_dirs`` to ``output`` and its figures to ``<stem>_figures/``."""
+    """Write the HTML report of ``run_dirs`` (run or sweep directories) to ``output`` and its figures to
+    ``<stem>_figures/``; a sweep brings its final runs, and a run that belongs to a sweep brings the sweep."""
     if not run_dirs:
         raise GluebenchError("report: name at least one run directory or run id")
-    runs = [load_run(Path(r)) for r in run_dirs]
+    given = [Path(r) for r in run_dirs]
+    run_paths = [p for p in given if RunPaths(p).summary.is_file()]
+    sweep_roots = [p for p in given if p not in run_paths] + [r for p in run_paths if (r := sweep_of(p)) is not None]
+    sweeps = {root: load_sweep(root) for root in sweep_roots}
+    run_paths += [p for root in given if root in sweeps for p in sweeps[root].final_runs()
+                  if p.resolve() not in {q.resolve() for q in run_paths}]
+    runs = [load_run(p) for p in run_paths]
     output = Path(output)
     figure_dir = output.parent / f"{output.stem}_figures"
     report = Report(output)
@@ -402,19 +563,22 @@ def write_report(run_dirs: Sequence[Path], output: Path) -> Report:
         report.figures.append(path)
         return _figure(png, name, alt, caption)
 
+    title = ", ".join([r.label for r in runs] + [f"sweep {s.root.name}" for s in sweeps.values() if not runs])
     body = [
-        f"<h1>gluebench report: {_e(', '.join(r.label for r in runs))}</h1>",
+        f"<h1>gluebench report: {_e(title)}</h1>",
         f'<p class="note">Generated {_e(now_iso())} by gluebench {_e(__version__)}. Run numbers are '
         "<b>dev</b>-set results (mean over seeds); published and human numbers are GLUE <b>test</b>-set results, "
         "so they are shown side by side, labeled, never merged.</p>",
-        "<h2>Summary</h2>",
-        _overview_table(runs),
-        emit(bar_chart(runs), "task_scores_vs_human.png", "bar chart of task scores against the human baseline",
-             "Each run's dev task score beside the human baseline's test score (red, hatched)."),
-        _published_sources(),
-        "<h2>GLUE tasks</h2>",
-        _tasks_table(),
     ]
+    if runs:
+        body += [
+            "<h2>Summary</h2>",
+            _overview_table(runs),
+            emit(bar_chart(runs), "task_scores_vs_human.png", "bar chart of task scores against the human baseline",
+                 "Each run's dev task score beside the human baseline's test score (red, hatched)."),
+            _published_sources(),
+        ]
+    body += ["<h2>GLUE tasks</h2>", _tasks_table()]
     for number, run in enumerate(runs, start=1):
         slug = f"run{number}"
         score = run.entry.score_label
@@ -441,12 +605,14 @@ def write_report(run_dirs: Sequence[Path], output: Path) -> Report:
             "<h3>Timing</h3>", _timing_table(run),
             "<h3>Configuration</h3>", f"<pre>{_e(run.config_text)}</pre>",
         ]
+    for number, sweep in enumerate(sweeps.values(), start=1):
+        body += _sweep_section(sweep, f"sweep{number}", emit)
     page = (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
         "style-src 'unsafe-inline'\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>gluebench report: {_e(', '.join(r.label for r in runs))}</title>"
+        f"<title>gluebench report: {_e(title)}</title>"
         f"<style>{_CSS}</style></head><body>\n" + "\n".join(part for part in body if part) + "\n</body></html>\n"
     )
     atomic_write_text(output, page)

@@ -127,6 +127,7 @@ class Trial:
     value: float | None  # the objective; a pruned trial's last reported value
     train_seconds: float
     history: list[dict[str, Any]]  # every epoch's record, with its task and seed
+    intermediate_values: dict[int, float]  # what the pruner saw: the first seed's main metric per epoch
     retried_from: int | None
     worker: str | None
     distributions: dict[str, str]  # Optuna's JSON of each parameter's distribution (the report rebuilds it)
@@ -585,7 +586,7 @@ def _trial_record(study: _Study, trial: FrozenTrial) -> Trial:
         task=study.label, number=trial.number, state=trial.state.name, params=trial.params, run_dir=run_dir,
         metrics=trial.user_attrs.get("metrics", {}), value=trial.value,
         train_seconds=trial.user_attrs.get("train_seconds", 0.0), history=trial.user_attrs.get("history", []),
-        retried_from=trial.system_attrs.get("failed_trial"), worker=trial.user_attrs.get("worker"),
+        intermediate_values=dict(trial.intermediate_values), retried_from=trial.system_attrs.get("failed_trial"), worker=trial.user_attrs.get("worker"),
         distributions={k: distribution_to_json(d) for k, d in trial.distributions.items()})
 
 
