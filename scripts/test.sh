@@ -10,6 +10,6 @@ if [ -f scripts/install_browser.sh ]; then bash scripts/install_browser.sh; fi
 .venv/bin/lint-imports          # the layers of DESIGN.md (contract in pyproject.toml)
 # Installs where users are: the pins and their dependencies resolve to wheels on Python 3.12 and 3.13 (about
 # 40 s; pip fetches torch's CUDA wheels whole to read their metadata, so it is a step, not part of the suite)
-GLUEBENCH_RESOLVE=1 .venv/bin/python -m pytest -p no:xdist -q tests/test_install.py -k full_resolution
+.venv/bin/python -m pytest -p no:xdist -q tests/test_install.py -m resolution
 export GLUE_DIR="${GLUE_DIR:-$(cd .. && pwd)/shared/glue_data}"
 .venv/bin/python -m pytest -n 2 --dist loadfile -q "$@"

@@ -97,7 +97,7 @@ def _index_entries(tmp_path: Path, root: Path) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(("name", "args", "tolerance"), [
     ("static", ["--model", "glove-cbow", "--tasks", "RTE", "--epochs", "2", "--max-train-examples", "400",
                 "--dropout", "0"], 1.5),
-    ("transformer", ["--model", "minilm", "--tasks", "RTE", "--epochs", "1", "--max-train-examples", "32",
+    ("transformer", ["--model", "minilm", "--tasks", "WNLI", "--epochs", "1", "--max-train-examples", "32",
                      "--max-length", "48", "--batch-size", "8", "--dropout", "0", "--lr", "1e-4"], 1.5),
     ("multitask", ["--model", "glove-cbow", "--tasks", "RTE,MRPC", "--multitask", "--epochs", "2",
                    "--max-train-examples", "300", "--dropout", "0"], 1.5),
@@ -130,7 +130,7 @@ def test_accelerate_launch_two_processes_one_run_dir_written_once(
 
 
 def test_multitask_kill_9_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path: Path, glue_dir: Path) -> None:
-    config = {"model": "glove-bilstm", "tasks": ["RTE", "MRPC"], "multitask": True, "epochs": 2, "patience": 9,
+    config = {"model": "glove-bilstm", "tasks": ["WNLI", "MRPC"], "multitask": True, "epochs": 2, "patience": 9,
               "max_train_examples": 400, "batch_size": 32, "checkpoint_steps": 4, "progress": False,
               "data_dir": str(glue_dir)}
     config_file = tmp_path / "multitask.yaml"
@@ -146,7 +146,7 @@ def test_multitask_kill_9_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path
     _wait_for(state_file, killed, lambda state: state["epoch"] >= 2 and state["in_epoch"] is not None)
     _kill_9(killed)
     at_kill = json.loads(state_file.read_text())
-    assert at_kill["in_epoch"] is not None and not RunPaths(killed_dir).result("RTE", 1).exists()  # mid-epoch
+    assert at_kill["in_epoch"] is not None and not RunPaths(killed_dir).result("WNLI", 1).exists()  # mid-epoch
 
     resumed = subprocess.run([sys.executable, "-m", "gluebench", "run", "--resume", "-o", str(killed_dir)],
                              env=env, text=True, capture_output=True, timeout=600)
@@ -154,7 +154,7 @@ def test_multitask_kill_9_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path
     assert reference.wait(timeout=600) == 0, reference.stderr.read()
 
     assert _metrics(killed_dir) == _metrics(reference_dir)
-    for task in ("RTE", "MRPC"):
+    for task in ("WNLI", "MRPC"):
         paths_ref, paths_got = RunPaths(reference_dir), RunPaths(killed_dir)
         expected = json.loads(paths_ref.history(task, 1).read_text())
         got = json.loads(paths_got.history(task, 1).read_text())
@@ -167,7 +167,7 @@ def test_multitask_kill_9_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path
         assert paths_got.weights(task, 1).read_bytes() == paths_ref.weights(task, 1).read_bytes()
         result = json.loads(paths_got.result(task, 1).read_text())
         assert result["resumed_from"] == {"epoch": at_kill["epoch"], "global_step": at_kill["global_step"]}
-        assert result["multitask"] == ["MRPC", "RTE"]  # registry order
+        assert result["multitask"] == ["MRPC", "WNLI"]  # registry order
     assert not RunPaths(killed_dir).multitask_checkpoint(1).exists()  # cleaned up once the seed finished
 
 

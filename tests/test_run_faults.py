@@ -27,7 +27,7 @@ def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path: Path, glue
     out = tmp_path / "run"
     # far more epochs than the interrupt lets run: a busy CI machine cannot finish the run before SIGINT lands
     args = [*RUN, "--tasks", "SST-2", "--epochs", "40", "--patience", "40",
-            "--max-train-examples", "4000", "--data-dir", str(glue_dir), "-o", str(out)]
+            "--max-train-examples", "1000", "--data-dir", str(glue_dir), "-o", str(out)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     state = RunPaths(out).checkpoint("SST-2", 1) / "state.json"
     deadline = time.monotonic() + 240
