@@ -636,7 +636,7 @@ class TransformerFamily(ModelFamily):
               ) -> TransformerTaskModel:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-        labels = list(task.class_names) if task.class_names else ["score"]
+        labels = list(task.labels) if task.labels else ["score"]
         overrides: dict[str, Any] = {
             "num_labels": task.num_labels,
             "id2label": dict(enumerate(labels)),
