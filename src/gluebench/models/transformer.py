@@ -100,10 +100,14 @@ def _input_embedding(model: PreTrainedModel) -> torch.Tensor:
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """A digest of everything that decides the token ids: vocabulary, normalisation, special tokens."""
+    """A digest of everything that decides the token ids: vocabulary, normalisation, special tokens.
+
+    Not the truncation and padding settings: a call with ``truncation=True`` stores them in the backend, so
+    they would change the digest between the first call and the next (max length is a key of its own)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        described = backend.to_str()
+        state = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+        described = json.dumps(state, sort_keys=True)
     else:
         described = json.dumps([type(tokenizer).__name__, sorted(tokenizer.get_vocab().items()),
                                 tokenizer.init_kwargs], sort_keys=True, default=str)
@@ -456,6 +460,7 @@ class FrozenEncoderTaskModel(TaskModel):
         if task.label_range is not None:  # a regression head starts at the middle of the score range
             nn.init.constant_(self.module.out.bias, sum(task.label_range) / 2)
         self._digest: str | None = None
+        self._tokenizer_digest: str | None = None
 
     def encoder_digest(self) -> str:
         if self._digest is None:
@@ -471,8 +476,9 @@ class FrozenEncoderTaskModel(TaskModel):
         """Keyed on what decides the vectors: tokenizer, encoder weights (a path may hold other weights
         later, so the weights' digest stands for the source), max length, pooling and the texts."""
         digest = hashlib.sha256()
-        for part in (tokenizer_fingerprint(self.tokenizer), self.encoder_digest(), str(self.max_length),
-                     self.pooling):
+        if self._tokenizer_digest is None:
+            self._tokenizer_digest = tokenizer_fingerprint(self.tokenizer)
+        for part in (self._tokenizer_digest, self.encoder_digest(), str(self.max_length), self.pooling):
             digest.update(part.encode("utf-8") + b"\x00")
         for text in texts:
             digest.update(text.encode("utf-8") + b"\x1e")
