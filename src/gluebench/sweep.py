@@ -313,8 +313,9 @@ def open_storage(url: str, heartbeat: int) -> BaseStorage:
             raise ConfigError(f"--storage {url}: cannot open the journal file ({exc.strerror})") from exc
     engine = {"connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else {}
     try:
-        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=GRACE * heartbeat,
-                          heartbeat_stale_trial_callback=retry)
+        with _quiet():
+            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                              grace_period=GRACE * heartbeat, heartbeat_stale_trial_callback=retry)
     except Exception as exc:  # the URL's parser, driver or server (SQLAlchemy, psycopg, ImportError, ValueError)
         message = " ".join(str(exc).split("\n")[0].split()) or type(exc).__name__
         raise ConfigError(f"--storage {_redacted(url)}: cannot open it ({message})") from exc
@@ -355,10 +356,10 @@ def _fixed(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in allowed}
 
 
-def _sampler(settings: SweepSettings, space: Space) -> optuna.samplers.BaseSampler:
-    if settings.sampler == "grid":
-        return optuna.samplers.GridSampler({k: [p[k] for p in grid_points(space)] for k in space})
-    if settings.sampler == "random":
+def _sampler(settings: SweepSettings) -> optuna.samplers.BaseSampler:
+    if settings.sampler in ("grid", "random"):
+        # a grid's tickets carry their points, so its sampler never samples (Optuna's GridSampler cannot
+        # stand enqueued points: its after_trial looks for a grid id they lack)
         return optuna.samplers.RandomSampler()
     return optuna.samplers.TPESampler(n_startup_trials=settings.startup_trials, constant_liar=True)
 
@@ -387,15 +388,15 @@ def _open_study(storage: BaseStorage, url: str, settings: SweepSettings, base: R
     search = {k: getattr(settings, k) for k in _STUDY_KEYS}
     with _quiet():
         study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
-                                    sampler=_sampler(settings, space), pruner=_pruner(settings))
+                                    sampler=_sampler(settings), pruner=_pruner(settings))
     saved = study.user_attrs
     if saved:
-        for what, there, here in (("search space", saved.get("space"), space_to_yaml(space)),
-                                  ("fixed run options", _fixed(saved.get("base_config", {})), _fixed(options)),
-                                  ("search settings", saved.get("search"), search)):
+        for what, there, here in (("another search space", saved.get("space"), space_to_yaml(space)),
+                                  ("other fixed run options", _fixed(saved.get("base_config", {})), _fixed(options)),
+                                  ("other search settings", saved.get("search"), search)):
             if there != here:
-                raise ConfigError(f"--study {settings.study}: {name!r} in {_redacted(url)} was made with another "
-                                  f"{what} ({_first_difference(there or {}, here)}); give another --study")
+                raise ConfigError(f"--study {settings.study}: {name!r} in {_redacted(url)} was made with {what} "
+                                  f"({_first_difference(there or {}, here)}); give another --study")
     else:
         recorded = {k: v for k, v in asdict(settings).items() if k != "workers"}
         for key, value in {"sweep": settings.study, "tasks": tasks, "base_config": options,
@@ -437,7 +438,7 @@ def _load_studies(storage: BaseStorage, url: str, sweep_name: str) -> list[_Stud
         space = check_space(attrs["space"], f"study {summary.study_name}")
         with _quiet():
             study = optuna.load_study(study_name=summary.study_name, storage=storage,
-                                      sampler=_sampler(settings, space), pruner=_pruner(settings))
+                                      sampler=_sampler(settings), pruner=_pruner(settings))
         studies.append(_Study(study, list(attrs["tasks"]), attrs["base_config"], space, settings))
     return studies
 
@@ -586,7 +587,8 @@ def _trial_record(study: _Study, trial: FrozenTrial) -> Trial:
         task=study.label, number=trial.number, state=trial.state.name, params=trial.params, run_dir=run_dir,
         metrics=trial.user_attrs.get("metrics", {}), value=trial.value,
         train_seconds=trial.user_attrs.get("train_seconds", 0.0), history=trial.user_attrs.get("history", []),
-        intermediate_values=dict(trial.intermediate_values), retried_from=trial.system_attrs.get("failed_trial"), worker=trial.user_attrs.get("worker"),
+        intermediate_values=dict(trial.intermediate_values), retried_from=trial.system_attrs.get("failed_trial"),
+        worker=trial.user_attrs.get("worker"),
         distributions={k: distribution_to_json(d) for k, d in trial.distributions.items()})
 
 
