@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The test suite: install (with test extras and the headless browser for the report test), lint, type-check,
+# The test suite: install (with test extras, the headless browser for the report test and PostgreSQL for the
+# shared-study sweep test), lint, type-check,
 # check the layers, test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 if [ -f scripts/install_browser.sh ]; then bash scripts/install_browser.sh; fi
+bash scripts/install_postgres.sh  # the PostgreSQL server the shared-study sweep test starts (tests/test_sweep_postgres.py)
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy                  # src/, configured in pyproject.toml
 .venv/bin/lint-imports          # the layers of DESIGN.md (contract in pyproject.toml)
