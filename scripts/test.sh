@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The test suite: install (with test extras, the headless browser for the report test and PostgreSQL for the
-# shared-study sweep test), lint, type-check,
-# check the layers, test.
+# shared-study sweep test), lint, type-check, check the layers, test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
