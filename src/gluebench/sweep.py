@@ -694,15 +694,18 @@ def _final_runs(result: SweepResult, studies: list[_Study], seeds: list[int], ov
 # ---- the sweep and its workers ------------------------------------------------------------------------
 
 
+_THIS_RUN = ("progress", "workers", "trials", "final_seeds")  # may differ when a sweep is started again
+
+
 def _saved(base: RunConfig, space: Space, settings: SweepSettings) -> dict[str, Any]:
     return {"base_config": base.options(), "space": space_to_yaml(space), "settings": asdict(settings)}
 
 
 def _plan_sweep_dir(base: RunConfig, space: Space, settings: SweepSettings, output_dir: Path | None,
-                    resume: bool) -> tuple[Path, RunConfig, Space, SweepSettings, bool]:
-    """Where the sweep lives and what it is, nothing written yet (and whether the directory is new): a
-    directory holding a sweep continues it, with ``resume`` as saved (but for the number of workers), without
-    only if the settings are the same."""
+                    resume: bool) -> tuple[Path, RunConfig, Space, SweepSettings]:
+    """Where the sweep lives and what it is, nothing written yet: a
+    directory holding a sweep continues it, with ``resume`` as saved, without only if the settings are the
+    same. The number of workers, a new budget (``trials``) and final seeds given again are this run's."""
     if resume and output_dir is None:
         raise ConfigError("--resume needs --output-dir (the sweep directory to continue)")
     root = output_dir or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-sweep-{base.model.replace(':', '_')}"
@@ -713,7 +716,7 @@ def _plan_sweep_dir(base: RunConfig, space: Space, settings: SweepSettings, outp
         if root.exists() and any(root.iterdir()):
             raise ConfigError(f"--output-dir {root} is not empty; pass --resume to continue that sweep or pick "
                               "another")
-        return root, base, space, settings, True
+        return root, base, space, settings
     saved = yaml.safe_load(saved_file.read_text(encoding="utf-8"))
     saved_base = config_from_mapping(saved["base_config"], str(saved_file))
     saved_space = check_space(saved["space"], str(saved_file))
@@ -721,15 +724,17 @@ def _plan_sweep_dir(base: RunConfig, space: Space, settings: SweepSettings, outp
     if not resume:
         mine, theirs = _saved(base, space, settings), _saved(saved_base, saved_space, saved_settings)
         for part, here in mine.items():
-            there = {k: v for k, v in theirs[part].items() if k not in ("progress", "workers")}
-            here = {k: v for k, v in here.items() if k not in ("progress", "workers")}
+            there = {k: v for k, v in theirs[part].items() if k not in _THIS_RUN}
+            here = {k: v for k, v in here.items() if k not in _THIS_RUN}
             if there != here:
                 raise ConfigError(f"--output-dir {root} holds a sweep with other settings "
                                   f"({_first_difference(there, here)}); pass --resume to continue it as it was "
                                   "started, or pick another directory")
     saved_base.progress = base.progress
     saved_settings.workers = settings.workers
-    return root, saved_base, saved_space, saved_settings, False
+    saved_settings.trials = settings.trials or saved_settings.trials
+    saved_settings.final_seeds = settings.final_seeds or saved_settings.final_seeds
+    return root, saved_base, saved_space, saved_settings
 
 
 def _groups(base: RunConfig, say: Say) -> list[list[str]]:
@@ -770,13 +775,12 @@ def sweep(base: RunConfig, space: Space | None = None, *, settings: SweepSetting
     space = space or check_space(BERT_GRID, "grid")
     if settings.sampler == "grid":
         grid_points(space)  # a float range is an error before anything is written
-    root, base, space, settings, new = _plan_sweep_dir(base, space, settings, output_dir, resume)
+    root, base, space, settings = _plan_sweep_dir(base, space, settings, output_dir, resume)
     groups = _groups(base, say)
     url = settings.storage or str(root / JOURNAL)
     storage = open_storage(url, settings.heartbeat)
     studies = [_open_study(storage, url, settings, base, space, tasks, root) for tasks in groups]
-    if new:
-        atomic_write_text(root / "sweep.yaml", yaml.safe_dump(_saved(base, space, settings), sort_keys=False))
+    atomic_write_text(root / "sweep.yaml", yaml.safe_dump(_saved(base, space, settings), sort_keys=False))
     say(f"sweep {settings.study!r}: {len(studies)} studies of {settings.budget(space)} trials in {_redacted(url)}; "
         f"other machines join with `gluebench sweep worker --storage URL --study {settings.study}`")
     _record(collect(studies, root))
