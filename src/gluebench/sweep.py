@@ -534,6 +534,9 @@ class _Reporter:
     history: list[dict[str, Any]]
 
     def __call__(self, task: str, seed: int, record: dict[str, Any]) -> None:
+        # a retry resumed from an earlier checkpoint than its predecessor's last report trains that epoch again
+        key = (task, seed, record["epoch"])
+        self.history[:] = [h for h in self.history if (h["task"], h["seed"], h["epoch"]) != key]
         self.history.append({"task": task, "seed": seed, **record})
         self.trial.set_user_attr("history", self.history)
         if seed != self.first_seed or len(self.tasks) > 1:
