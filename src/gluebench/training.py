@@ -654,7 +654,10 @@ def _start(tasks: Sequence[TaskData], config: TrainConfig, checkpoint_dir: Path 
     batches_per_epoch = len(sampler.epoch(1, names)) if len(names) == 1 else sum(map(sampler.batch_count, names))
     total_steps = max(1, math.ceil(batches_per_epoch / config.grad_accum) * epochs)
     router = TaskRouter({name: e.data.model.module for name, e in encoded.items()})
-    optimizer = torch.optim.AdamW(_param_groups(router, config.weight_decay), lr=lr)
+    # fused: one kernel over all parameters; an AdamW step over MiniLM's 22.7 M parameters takes 24 ms instead
+    # of the default for-loop's 162 ms on one thread of this CPU, same updates to float32 rounding
+    # (docs/results/optimizer.md)
+    optimizer = torch.optim.AdamW(_param_groups(router, config.weight_decay), lr=lr, fused=True)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * total_steps), total_steps)
     module, optimizer = accelerator.prepare(router, optimizer)
     checkpoints = _Checkpoints(checkpoint_dir, accelerator)
