@@ -27,8 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import re
+import shlex
+import signal
 import socket
 import statistics
 import subprocess
@@ -62,7 +65,7 @@ from gluebench.errors import ConfigError
 from gluebench.models import get_family
 from gluebench.multitask import check_multitask
 from gluebench.runner import run
-from gluebench.runs import atomic_write_json, atomic_write_text, read_json
+from gluebench.runs import RunPaths, atomic_write_json, atomic_write_text, read_json
 from gluebench.tasks import TASKS, resolve_tasks
 
 Space = dict[str, BaseDistribution]
@@ -75,6 +78,8 @@ DEFAULT_TRIALS = 20  # per task, for the random and TPE samplers (the grid's def
 JOURNAL = "study.journal"  # the default storage, in the sweep directory
 GRACE = 4  # a trial whose heartbeat is this many intervals old belongs to a dead worker
 TICKET = "gluebench_ticket"  # user attr of the trials the sweep enqueued (the grid point, or {})
+LAUNCH_POLL = 1.0  # seconds between looks at a launched trial's checkpoint
+LAUNCH_GRACE = 10.0  # seconds a pruned trial's launched processes get between SIGTERM and SIGKILL
 _STUDY_KEYS = ("sampler", "pruner", "startup_trials", "heartbeat")  # what every worker of a study must share
 
 
@@ -91,8 +96,11 @@ class SweepSettings:
     workers: int = 1  # processes on this machine (0: only wait for `gluebench sweep worker`s elsewhere)
     final_seeds: list[int] = field(default_factory=list)
     heartbeat: int = 30  # seconds
+    launch: str | None = None  # e.g. "accelerate launch --multi_gpu": each trial trains as `LAUNCH -m gluebench run`
 
     def check(self) -> SweepSettings:
+        if self.launch is not None:
+            launch_command(self.launch)
         checks = [(self.sampler in SAMPLERS, "--sampler", f"must be one of {', '.join(SAMPLERS)}"),
                   (self.pruner in PRUNERS, "--pruner", f"must be one of {', '.join(PRUNERS)}"),
                   (self.trials is None or self.trials > 0, "--trials", "must be positive"),
@@ -111,6 +119,18 @@ class SweepSettings:
         if self.sampler == "grid":
             return min(self.trials or len(grid_points(space)), len(grid_points(space)))
         return self.trials or DEFAULT_TRIALS
+
+
+def launch_command(text: str) -> list[str]:
+    """``--launch`` as arguments, checked here so a bad one is one line before any trial starts."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise ConfigError(f"--launch {text!r}: {exc} (give a command such as "
+                          "\"accelerate launch --multi_gpu\")") from exc
+    if not words:
+        raise ConfigError("--launch must not be empty (e.g. \"accelerate launch --multi_gpu --num_processes 2\")")
+    return words
 
 
 @dataclass
@@ -462,6 +482,10 @@ class _Surplus(Exception):
     """A trial this worker asked for after another worker took the last ticket; it ends failed, unrun."""
 
 
+class _LaunchFailed(Exception):
+    """A launched trial's training ended non-zero; its trial fails (not retried by this worker) with the reason."""
+
+
 def _requeue(study: optuna.Study, number: int) -> None:
     """Put a trial that failed under this worker (Ctrl-C, an error) back in the queue, as a dead worker's is."""
     trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
@@ -499,8 +523,16 @@ def _run_one(study: _Study, root: Path, overrides: dict[str, Any], say: Say) -> 
                                           "output_dir": str(trial_dir)}, f"trial {trial_dir.name}")
             say(f"{study.label} trial {trial.number + 1}: {_shown(params)}{' (resumed)' if resume else ''}")
             history = list(trial.user_attrs.get("history", [])) if resume else []
-            tasks = run(config, resume=resume, report=say,
-                        on_epoch=_Reporter(trial, study.tasks, config.seeds[0], history)).tasks
+            reporter = _Reporter(trial, study.tasks, config.seeds[0], history)
+            if study.settings.launch:
+                try:
+                    tasks = _launched_run(study.settings.launch, config, root, trial_dir, resume, reporter)
+                except _LaunchFailed as exc:
+                    trial.set_user_attr("error", str(exc))
+                    say(f"{study.label} trial {trial.number + 1} failed: {exc}")
+                    raise
+            else:
+                tasks = run(config, resume=resume, report=say, on_epoch=reporter).tasks
         metrics = _trial_metrics(tasks)
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("train_seconds", sum(info.get("train_seconds", 0.0) * len(info.get("seeds", [1]))
@@ -509,7 +541,7 @@ def _run_one(study: _Study, root: Path, overrides: dict[str, Any], say: Say) -> 
 
     try:
         with _quiet():
-            study.study.optimize(objective, n_trials=1, catch=(_Surplus,))
+            study.study.optimize(objective, n_trials=1, catch=(_Surplus, _LaunchFailed))
     except BaseException:
         if number is not None:
             _requeue(study.study, number)
@@ -532,6 +564,7 @@ class _Reporter:
     tasks: list[str]
     first_seed: int
     history: list[dict[str, Any]]
+    prune: bool = True  # False once a launched run has finished: nothing is left to save by stopping it
 
     def __call__(self, task: str, seed: int, record: dict[str, Any]) -> None:
         # a retry resumed from an earlier checkpoint than its predecessor's last report trains that epoch again
@@ -543,8 +576,96 @@ class _Reporter:
             return
         main = TASKS[task].main_metric
         self.trial.report(record[main], record["epoch"])
-        if self.trial.should_prune():
+        if self.prune and self.trial.should_prune():
             raise optuna.TrialPruned(f"{task} epoch {record['epoch']}: {main} {record[main]:.2f}")
+
+
+def _launched_run(launch: str, config: RunConfig, root: Path, trial_dir: Path, resume: bool,
+                  reporter: _Reporter) -> dict[str, dict[str, Any]]:
+    """Train one trial as ``LAUNCH -m gluebench run`` (e.g. data-parallel under ``accelerate launch``); its run
+    summary's tasks. This process keeps beating and relays each finished epoch from the run's checkpoint to the
+    pruner; a pruned trial's processes are stopped (SIGTERM, then SIGKILL) and its run directory stays resumable."""
+    files = root / "launch"  # not in the trial directory: a fresh run wants its directory empty
+    files.mkdir(parents=True, exist_ok=True)
+    config_file = files / f"{trial_dir.name}.yaml"
+    atomic_write_text(config_file, config.to_yaml())
+    command = [*launch_command(launch), "-m", "gluebench", "run", "--config", str(config_file), "-o", str(trial_dir),
+               *(["--resume"] if resume else [])]
+    err_path = files / f"{trial_dir.name}.err"
+    with open(files / f"{trial_dir.name}.log", "ab") as log_file, open(err_path, "wb") as err_file:
+        try:  # its own process group: stopping it stops every process the launcher started
+            process = subprocess.Popen(command, stdout=log_file, stderr=err_file, start_new_session=True)
+        except OSError as exc:
+            raise _LaunchFailed(f"--launch {launch!r}: cannot start it ({exc.strerror or exc})") from exc
+    epochs = _EpochRelay(RunPaths(trial_dir), reporter, config.seeds, config.multitask)
+    try:
+        while process.poll() is None:
+            epochs.relay()
+            time.sleep(LAUNCH_POLL)
+        reporter.prune = False
+        epochs.relay()
+    finally:
+        if process.poll() is None:
+            _stop(process)
+    if process.returncode != 0:
+        code = process.returncode
+        why = _last_line(err_path) or "no message"
+        raise _LaunchFailed(f"`{launch} -m gluebench run` ended with "
+                            f"{'signal ' + str(-code) if code < 0 else code}: {why} (log: {err_path})")
+    tasks: dict[str, dict[str, Any]] = read_json(RunPaths(trial_dir).summary)["tasks"]
+    return tasks
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the launched process group, SIGKILL to whatever is left after the grace period."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(LAUNCH_GRACE)
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # children the launcher left behind
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _last_line(path: Path) -> str:
+    """The last line of a launched run's stderr that says something (a launcher ends with rulers and blanks)."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    said = [line.strip() for line in lines if any(c.isalnum() for c in line)]
+    errors = [line for line in said if "error" in line.lower()]
+    return (errors or said or [""])[-1][:300]
+
+
+@dataclass
+class _EpochRelay:
+    """Hands each epoch a launched run has finished to the trial's reporter, once: from the seed's checkpoint
+    (``state.json``) while it trains, from its ``history.json`` once the seed is done."""
+
+    paths: RunPaths
+    reporter: _Reporter
+    seeds: list[int]
+    multitask: bool
+
+    def relay(self) -> None:
+        for seed in self.seeds:
+            for task in self.reporter.tasks:
+                main = TASKS[task].main_metric
+                for record in self._records(task, seed):
+                    if main in record and {"task": task, "seed": seed, **record} not in self.reporter.history:
+                        self.reporter(task, seed, record)
+
+    def _records(self, task: str, seed: int) -> list[dict[str, Any]]:
+        try:
+            finished = self.paths.history(task, seed)
+            if finished.is_file():
+                return list(json.loads(finished.read_text(encoding="utf-8")))
+            checkpoint = self.paths.multitask_checkpoint(seed) if self.multitask else self.paths.checkpoint(task, seed)
+            state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+            return list(state["tasks"][task]["history"])
+        except (OSError, ValueError, KeyError, TypeError):  # not written yet, or being replaced
+            return []
 
 
 def _trial_metrics(tasks: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -810,17 +931,21 @@ def sweep(base: RunConfig, space: Space | None = None, *, settings: SweepSetting
 
 
 def work(storage: str, study: str, *, output_dir: Path | None = None, data_dir: str | None = None,
-         progress: bool | None = None, report: Say | None = None) -> SweepResult:
+         progress: bool | None = None, launch: str | None = None, report: Say | None = None) -> SweepResult:
     """Join the sweep ``study`` in ``storage`` from any machine: run its waiting trials until none is left.
 
     Trial directories go under ``output_dir`` (default: the sweep directory its creator recorded);
-    ``data_dir`` and ``progress`` override the creator's for this machine.
+    ``data_dir``, ``progress`` and ``launch`` override the creator's for this machine (its GPUs may differ).
     """
     say = report or (lambda _message: None)
+    if launch is not None:
+        launch_command(launch)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     heartbeat = _study_heartbeat(storage, study)
     studies = _load_studies(open_storage(storage, heartbeat), storage, study)
     root = output_dir or Path(studies[0].study.user_attrs["root"])
+    for each in studies:
+        each.settings.launch = launch or each.settings.launch
     overrides = {k: v for k, v in {"data_dir": data_dir, "progress": progress}.items() if v is not None}
     say(f"worker {socket.gethostname()}:{os.getpid()} on sweep {study!r} ({len(studies)} studies), trials in {root}")
     _work(studies, root, overrides, say, run_trials=True)

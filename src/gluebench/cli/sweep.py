@@ -115,6 +115,9 @@ def sweep_command(
     heartbeat: Annotated[int, typer.Option(
         "--heartbeat", help="Seconds between a trial's heartbeats; a trial silent for 4 of them is retried.",
         min=1)] = 30,
+    launch: Annotated[str | None, typer.Option(
+        "--launch", help="Train each trial as a subprocess CMD -m gluebench run, e.g. \"accelerate launch "
+        "--multi_gpu --num_processes 2\" (data-parallel trials; workers elsewhere use it too).")] = None,
     output_dir: Annotated[Path | None, typer.Option(
         "--output-dir", "-o", help="Sweep directory (default runs/<date-time>-sweep-<model>); the same command "
         "again continues it.")] = None,
@@ -138,7 +141,8 @@ def sweep_command(
     chosen = (parse_grid(grid) if grid else load_space(space_path) if space_path
               else check_space(config_space, f"{config_file}: space") if config_space is not None else None)
     settings = SweepSettings(sampler=sampler, trials=trials, pruner=pruner, startup_trials=startup_trials,
-                             storage=storage, study=study, workers=workers, final_seeds=seeds, heartbeat=heartbeat)
+                             storage=storage, study=study, workers=workers, final_seeds=seeds, heartbeat=heartbeat,
+                             launch=launch)
     try:
         result = sweep(base, chosen, settings=settings, output_dir=output_dir, resume=resume, report=console.print)
     except KeyboardInterrupt:
@@ -160,8 +164,11 @@ def worker_command(
     data_dir: Annotated[str | None, typer.Option(
         "--data-dir", help="GLUE data directory on this machine (default: the sweep's).")] = None,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Show progress bars.")] = None,
+    launch: Annotated[str | None, typer.Option(
+        "--launch", help="This machine's launch command for each trial (default: the sweep's --launch).")] = None,
 ) -> None:
     """Join a sweep from any machine: run its waiting trials until none is left (Ctrl-C queues the trial again)."""
     from gluebench.sweep import work  # torch is slow to import
 
-    _show(work(storage, study, output_dir=output_dir, data_dir=data_dir, progress=progress, report=console.print))
+    _show(work(storage, study, output_dir=output_dir, data_dir=data_dir, progress=progress, launch=launch,
+                report=console.print))
