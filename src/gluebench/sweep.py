@@ -594,7 +594,8 @@ def _launched_run(launch: str, config: RunConfig, root: Path, trial_dir: Path, r
     err_path = files / f"{trial_dir.name}.err"
     with open(files / f"{trial_dir.name}.log", "ab") as log_file, open(err_path, "wb") as err_file:
         try:  # its own process group: stopping it stops every process the launcher started
-            process = subprocess.Popen(command, stdout=log_file, stderr=err_file, start_new_session=True)
+            process = subprocess.Popen(command, stdout=log_file, stderr=err_file, start_new_session=True,
+                                       preexec_fn=_die_with_parent())
         except OSError as exc:
             raise _LaunchFailed(f"--launch {launch!r}: cannot start it ({exc.strerror or exc})") from exc
     epochs = _EpochRelay(RunPaths(trial_dir), reporter, config.seeds, config.multitask)
@@ -614,6 +615,25 @@ def _launched_run(launch: str, config: RunConfig, root: Path, trial_dir: Path, r
                             f"{'signal ' + str(-code) if code < 0 else code}: {why} (log: {err_path})")
     tasks: dict[str, dict[str, Any]] = read_json(RunPaths(trial_dir).summary)["tasks"]
     return tasks
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, the launcher gets SIGTERM when this worker dies (even ``kill -9``), so no orphan keeps training
+    the trial its retry resumes; elsewhere nothing (a launcher then outlives a killed worker)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def arm() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return arm
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
