@@ -65,8 +65,9 @@ def _frozen_embeddings(model: TaskModel) -> bool | None:
     return not model.word_embedding().requires_grad
 
 
-def load_run(run_dir: Path, seed: int | None = None, tasks: Sequence[str] | None = None) -> LoadedRun:
-    """Every task model a run trained for ``seed`` (default: its first seed), AX excluded."""
+def run_tasks(run_dir: Path, seed: int | None = None, tasks: Sequence[str] | None = None,
+              ) -> tuple[Any, int, list[str]]:
+    """A run's config, the seed to analyse (default: its first) and the tasks with a model for it (at least two)."""
     paths = RunPaths(Path(run_dir))
     if not paths.config.is_file():
         raise GluebenchError("not a run directory (no config.yaml)", path=paths.root)
@@ -77,6 +78,13 @@ def load_run(run_dir: Path, seed: int | None = None, tasks: Sequence[str] | None
     if len(names) < 2:
         raise GluebenchError(f"needs models of at least two tasks for seed {seed}, found {names or 'none'}",
                              path=paths.root)
+    return config, seed, names
+
+
+def load_run(run_dir: Path, seed: int | None = None, tasks: Sequence[str] | None = None) -> LoadedRun:
+    """Every task model a run trained for ``seed`` (default: its first seed), AX excluded."""
+    paths = RunPaths(Path(run_dir))
+    config, seed, names = run_tasks(run_dir, seed, tasks)
     models = {name: load_task_model(paths.root, name, seed)[0] for name in names}
     frozen = _frozen_embeddings(next(iter(models.values())))
     label = config.model
@@ -84,6 +92,8 @@ def load_run(run_dir: Path, seed: int | None = None, tasks: Sequence[str] | None
         label += " (frozen embeddings)"
     elif frozen is not None and config.unfreeze_embeddings:
         label += " (unfrozen embeddings)"
+    elif config.freeze_encoder:
+        label += " (frozen encoder)"
     return LoadedRun(paths.root, label, config.model, seed, frozen, models, config)
 
 
@@ -325,7 +335,8 @@ def analyze(run_dirs: Sequence[Path], data_dir: Path, *, seed: int | None = None
 # ---- output -------------------------------------------------------------------------------------------------
 
 
-def _png(fig: Any, path: Path) -> None:
+def save_png(fig: Any, path: Path) -> None:
+    """A matplotlib figure as a PNG file, written atomically; the figure is closed."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -360,7 +371,7 @@ def plot_heatmaps(run: dict[str, Any], path: Path) -> None:
         ax.set_title(layer, fontsize=9)
     fig.suptitle(f"Linear CKA between task models, per layer — {run['label']}", fontsize=10)
     fig.tight_layout()
-    _png(fig, path)
+    save_png(fig, path)
 
 
 def plot_profile(result: dict[str, Any], path: Path) -> None:
@@ -391,7 +402,7 @@ def plot_profile(result: dict[str, Any], path: Path) -> None:
     axes[0][0].set_ylabel("linear CKA")
     axes[0][0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    _png(fig, path)
+    save_png(fig, path)
 
 
 def markdown(result: dict[str, Any], images: dict[str, str]) -> str:
@@ -450,8 +461,9 @@ def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in label).strip("-").lower()
 
 
-def write_outputs(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    """``representations.json``, ``representations.md``, ``profile.png`` and one heatmap PNG per run."""
+def write_outputs(result: dict[str, Any], out_dir: Path, preface: str = "") -> dict[str, Path]:
+    """``representations.json``, ``representations.md`` (``preface`` first), ``profile.png`` and one heatmap
+    PNG per run."""
     out_dir = Path(out_dir)
     images = {"profile": "profile.png"}
     plot_profile(result, out_dir / "profile.png")
@@ -460,6 +472,7 @@ def write_outputs(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
         plot_heatmaps(run, out_dir / name)
         images[run["label"]] = name
     atomic_write_json(out_dir / "representations.json", result)
-    atomic_write_text(out_dir / "representations.md", "# Representations across tasks\n\n" + markdown(result, images))
+    atomic_write_text(out_dir / "representations.md", "# Representations across tasks\n\n" + preface
+                      + markdown(result, images))
     return {"json": out_dir / "representations.json", "markdown": out_dir / "representations.md",
             "profile": out_dir / "profile.png"}

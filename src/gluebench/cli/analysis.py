@@ -104,11 +104,29 @@ def _train_for_analysis(model: str, options: dict[str, Any], unfreeze: bool, dat
     return run_dir
 
 
+def _train_study(options: dict[str, Any], data_dir: Path | None, root: Path) -> list[Path]:
+    """Train (or reuse, continuing any unfinished one) the study's four runs under ``root``."""
+    from gluebench.analysis.study import CONDITIONS, recipe
+    from gluebench.runner import run
+
+    shared = {key: options[key] for key in ("tasks", "seeds", "max_train_examples") if options[key] is not None}
+    if data_dir:
+        shared["data_dir"] = str(data_dir)
+    directories = []
+    for condition in CONDITIONS:
+        run_dir = root / condition
+        console.print(f"[bold]{condition}[/]: {run_dir}")
+        run(recipe(condition, shared, run_dir), resume=(run_dir / "config.yaml").is_file(), report=console.print)
+        directories.append(run_dir)
+    return directories
+
+
 @analyze_app.command("representations")
-@with_options(("tasks", "epochs", "max_train_examples"), helps={
-    "tasks": "Comma-separated tasks (default: all the run trained; with --train: at least two).",
+@with_options(("tasks", "epochs", "max_train_examples", "seeds"), helps={
+    "tasks": "Comma-separated tasks (default: all the run trained; with --train or --study: at least two).",
     "epochs": "With --train: epochs (the family's default).",
-    "max_train_examples": "With --train: train on a fixed random slice of this size."})
+    "max_train_examples": "With --train or --study: train on a fixed random slice of this size.",
+    "seeds": "With --study: the seeds each condition trains (default 1)."})
 def representations_command(
     run_dirs: Annotated[list[str] | None, typer.Argument(help="Run directories or ids to compare.")] = None,
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Where the JSON, PNGs and report go.")] = Path(
@@ -119,6 +137,14 @@ def representations_command(
                                               "OUTPUT_DIR/runs) and analyse it.")] = None,
     unfreeze_embeddings: Annotated[bool, typer.Option("--unfreeze-embeddings", help="With --train: also train a run "
                                                       "with trainable word vectors, to compare.")] = False,
+    study: Annotated[bool, typer.Option("--study", help="The 2 x 2 of static vs contextual x frozen vs trained "
+                                        "(glove-bilstm frozen / --unfreeze-embeddings, minilm --freeze-encoder / "
+                                        "fine-tuned) with token-level contextuality. Without RUN_DIRS: train the "
+                                        "four on --tasks into OUTPUT_DIR/runs first.")] = False,
+    token_probe_size: Annotated[int, typer.Option("--token-probe-size", min=10, help="With --study: dev sentences "
+                                                  "for the token-level measures (every model reads them).")] = 512,
+    min_contexts: Annotated[int, typer.Option("--min-contexts", min=2, help="With --study: measure the words "
+                                              "found in at least this many token-probe sentences.")] = 5,
     data_dir: DataDir = None,
     **options: Any,
 ) -> None:
@@ -127,6 +153,23 @@ def representations_command(
 
     directories = [resolve_run(ref) for ref in run_dirs or []]
     tasks: list[str] | None = options["tasks"]
+    if study:
+        from gluebench.analysis import study as two_by_two
+
+        if train or options["epochs"] is not None:
+            raise GluebenchError("--study trains each condition with its own recipe; drop --train and --epochs")
+        if not directories:
+            if not tasks:
+                raise GluebenchError("--study needs --tasks (at least two tasks to compare) or the four RUN_DIRS")
+            directories = _train_study(options, data_dir, output_dir / "runs")
+        result = two_by_two.analyze_study(directories, _data_dir(data_dir), seed=seed, tasks=tasks,
+                                          probe_size=probe_size, token_probe_size=token_probe_size,
+                                          min_contexts=min_contexts)
+        written = two_by_two.write_outputs(result, output_dir)
+        for line in result["study"]["summary"]:
+            console.print(f"- {line}")
+        console.print(f"wrote {written['markdown']}, {written['study']} and the PNGs beside them")
+        return
     if train:
         if not tasks:
             raise GluebenchError("--train needs --tasks (at least two tasks to compare)")

@@ -602,15 +602,19 @@ class FrozenEncoderTaskModel(TaskModel):
 
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
-    """Hide transformers' load report (a new head is always "missing"; that is the point of fine-tuning)."""
+    """Hide transformers' load report (a new head is always "missing"; that is the point of fine-tuning) and
+    its weight-loading progress bar (stderr is for gluebench's own one-line errors)."""
     from transformers.utils import logging as hf_logging
 
-    level = hf_logging.get_verbosity()
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 class TransformerFamily(ModelFamily):
