@@ -4,7 +4,9 @@ Reporting only reads run directories (never retrains). A run that is part of a s
 run: ``SWEEP_DIR/trials/NAME``, ``SWEEP_DIR/final/TASK``), or a sweep directory given instead of a run,
 adds a sweep section read from its ``sweep.json``: every trial, Optuna's optimization history, parameter
 importances and parallel coordinates, drawn from a study rebuilt in memory (the sweep's storage may be a
-server this machine cannot reach). Every figure is drawn with matplotlib's Agg canvas,
+server this machine cannot reach). A run compared in the representation study (`gluebench analyze
+representations --study` leaves ``analysis/representations/study.json`` in it) adds the study's section:
+the 2 x 2 table, dev scores per condition and its two figures. Every figure is drawn with matplotlib's Agg canvas,
 written as a PNG beside the page and embedded in it as base64, and the page carries a Content-Security-
 Policy that forbids any network load, so it opens the same from a mail attachment as from disk.
 """
@@ -531,6 +533,48 @@ def _sweep_section(sweep: SweepData, slug: str, emit: Callable[[bytes | None, st
     return body
 
 
+# ---- the representation study (`gluebench analyze representations --study` leaves it in each run it compares)
+
+STUDY_FILE = Path("analysis") / "representations" / "study.json"
+
+
+def _representation_study_section(runs: Sequence[RunData], emit: Callable[[bytes | None, str, str, str], str],
+                                  ) -> list[str]:
+    """The 2 x 2 of static vs contextual x frozen vs trained, once per study any of the runs took part in."""
+    studies: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for run in runs:
+        if (run.root / STUDY_FILE).is_file():
+            record = read_json(run.root / STUDY_FILE)
+            studies.setdefault(record["created"], ((run.root / STUDY_FILE).parent, record))
+    sections: list[str] = []
+    for number, (directory, study) in enumerate(studies.values(), start=1):
+        conditions = study["conditions"]
+        rows = [f"<tr><td>{_e(r['condition'])}</td><td class=\"num\">{r['dev_mean']:.1f}</td>"
+                f"<td class=\"num\">{r['cka_input']:.4f}</td><td class=\"num\">{r['cka_top']:.3f}</td>"
+                f"<td class=\"num\">{r['cka_output']:.3f}</td><td class=\"num\">{r['to_start_top']:.3f}</td>"
+                f"<td class=\"num\">{r['self_sim_input']:.3f}</td><td class=\"num\">{r['self_sim_top']:.3f}</td></tr>"
+                for r in study["table"]]
+        dev = [f"<tr><td>{_e(task)}</td>" + "".join(
+            f"<td class=\"num\">{c['dev'][task]['mean']:.1f} ± {c['dev'][task]['std']:.1f}</td>"
+            for c in conditions.values()) + "</tr>" for task in study["tasks"]]
+        sections += [
+            f'<h2 id="study{number}">Representations: static vs contextual × frozen vs trained</h2>',
+            "<ul>" + "".join(f"<li>{_e(line)}</li>" for line in study["summary"]) + "</ul>",
+            _table(["condition", "mean dev score", "cross-task CKA: input", "top encoder layer", "output",
+                    "top layer: CKA to start", "self-similarity (corrected): input", "top token layer"], rows),
+            _table(["dev task score", *conditions], dev),
+            f'<p class="note">{len(study["words"])} words in ≥ {study["min_contexts"]} of {study["probe_size"]} '
+            "token-probe sentences; self-similarity minus the random-word baseline (anisotropy-corrected).</p>",
+            *(emit((directory / name).read_bytes(), f"study{number}_{name}", key, caption)
+              for key, name, caption in (
+                  ("contextuality", study["figures"]["contextuality"],
+                   "Token-level contextuality per layer, anisotropy-corrected, for the four conditions."),
+                  ("cka", study["figures"]["cka"], "Cross-task linear CKA and CKA to the start, per layer."))
+              if (directory / name).is_file()),
+        ]
+    return sections
+
+
 @dataclass
 class Report:
     """What `write_report` produced: the page and the PNGs beside it."""
@@ -607,6 +651,7 @@ def write_report(run_dirs: Sequence[Path], output: Path) -> Report:
         ]
     for number, sweep in enumerate(sweeps.values(), start=1):
         body += _sweep_section(sweep, f"sweep{number}", emit)
+    body += _representation_study_section(runs, emit)
     page = (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
