@@ -173,6 +173,8 @@ def analyze_study(run_dirs: Sequence[Path], data_dir: Path, *, seed: int | None 
     all_models = [m for run in runs.values() for m in run.models.values()]
     specs = [TASKS[name] for name in next(iter(runs.values())).models]
     texts, token_probe = reps.probe_sentences(specs, data_dir, [], token_probe_size, probe_seed)
+    for c, run in runs.items():  # a missing layer is found on two sentences, before the measures
+        key_layers(c, run, list(reps.extract(next(iter(run.models.values())), texts[:2])))
     memo: dict[str, dict[str, LayerMeasures]] = {}
     measured = {c: token_measures(run.models, texts, min_contexts, probe_seed, memo) for c, run in runs.items()}
     words = set.intersection(*(measured_words(m) for per_task in measured.values() for m in per_task.values()))
