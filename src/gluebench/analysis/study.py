@@ -261,9 +261,9 @@ def summary_lines(study: dict[str, Any], analyses: dict[str, dict[str, Any]]) ->
         f"start {ct['to_start_top']:.3f}); its corrected self-similarity differs from the frozen encoder's most at "
         f"`{largest}` ({shift[largest]:+.3f}).",
         "Mean dev task score over the tasks: " + ", ".join(f"{c} {r['dev_mean']:.1f}" for c, r in rows.items())
-        + f"; being static costs {cf['dev_mean'] - sf['dev_mean']:+.1f} points against a frozen contextual encoder "
-        f"(static-frozen → contextual-frozen), training costs or gains {st['dev_mean'] - sf['dev_mean']:+.1f} "
-        f"(static) and {ct['dev_mean'] - cf['dev_mean']:+.1f} (contextual).",
+        + f"; frozen contextual minus frozen static: {cf['dev_mean'] - sf['dev_mean']:+.1f} points; trained minus "
+        f"frozen: {st['dev_mean'] - sf['dev_mean']:+.1f} (static), {ct['dev_mean'] - cf['dev_mean']:+.1f} "
+        "(contextual).",
     ]
     return lines
 
@@ -281,11 +281,14 @@ def plot_contextuality(study: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
     titles = {"self_similarity": "self-similarity", "intra_sentence": "intra-sentence similarity",
               "max_explainable_variance": "maximum explainable variance"}
+    styles = {"static-frozen": ("s", 10), "static-trained": ("o", 5), "contextual-frozen": ("s", 7),
+              "contextual-fine-tuned": ("o", 5)}  # the frozen marker larger: a trained one on it stays visible
     for ax, (measure_name, title) in zip(axes, titles.items(), strict=True):
         for c, info in conditions.items():
             x = [names.index(n) for n in info["token_layers"]]
             y = [info["contextuality"][n][measure_name]["corrected"] for n in info["token_layers"]]
-            ax.plot(x, y, marker="o", label=c, linestyle="--" if "static" in c else "-")
+            marker, size = styles.get(c, ("o", 5))
+            ax.plot(x, y, marker=marker, markersize=size, label=c, linestyle="--" if "static" in c else "-")
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
         ax.set_title(f"{title} (anisotropy-corrected)", fontsize=9)
         ax.grid(alpha=0.3)
