@@ -114,6 +114,41 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(described.encode("utf-8")).hexdigest()
 
 
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """A cache entry: plain numpy arrays (no pickle), written atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray] | None:
+    """A cache entry's arrays, or None when it cannot be read (the caller rebuilds it)."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return {key: stored[key] for key in stored.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean over the real tokens of ``[B, L, D]`` (``mask`` ``[B, L]``: 1 at real tokens)."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+def _load_error(model: str, source: str, what: str, exc: Exception) -> GluebenchError:
+    """One line saying why ``source`` does not load (the first line of what transformers said)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return GluebenchError(f"--model {model}: cannot load {source!r} as {what} ({first})")
+
+
+def _check_labels(task: TaskSpec, metadata: dict[str, Any], what: str) -> None:
+    """A saved model's labels must be the task's, in the same order."""
+    saved, expected = metadata.get("labels"), list(task.labels) if task.labels else None
+    if saved != expected:
+        raise GluebenchError(f"{what} labels {saved} differ from {task.name}'s {expected}")
+
+
 def _pad(rows: Sequence[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ``[N, longest]`` ids and their attention mask."""
     longest = max(len(r) for r in rows)
@@ -127,12 +162,11 @@ def _pad(rows: Sequence[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.T
 
 def _pooled_layers(hidden_states: Sequence[torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
     """``embeddings_cls``/``embeddings_mean``, ``layer_K_cls``/``layer_K_mean``: [CLS] and masked token mean."""
-    weights = mask.unsqueeze(-1).to(hidden_states[0].dtype)
     result: dict[str, torch.Tensor] = {}
     for depth, hidden in enumerate(hidden_states):
         name = "embeddings" if depth == 0 else f"layer_{depth}"
         result[f"{name}_cls"] = hidden[:, 0]
-        result[f"{name}_mean"] = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+        result[f"{name}_mean"] = _masked_mean(hidden, mask)
     return result
 
 
@@ -255,9 +289,7 @@ class TransformerTaskModel(TaskModel):
         arrays = self._read_cache(path, len(examples)) if path.is_file() else None
         if arrays is None:
             arrays = self._tokenize(examples)
-            buffer = io.BytesIO()
-            np.savez(buffer, allow_pickle=False, **arrays)
-            atomic_write_bytes(path, buffer.getvalue())
+            _write_npz(path, arrays)
         offsets = arrays["offsets"]
         ids, types = arrays["input_ids"], arrays.get("token_type_ids")
         features: list[Feature] = []
@@ -271,10 +303,8 @@ class TransformerTaskModel(TaskModel):
 
     def _read_cache(self, path: Path, count: int) -> dict[str, np.ndarray] | None:
         """The cached arrays if they are whole and consistent; a damaged entry is rebuilt, never trusted."""
-        try:
-            with np.load(path, allow_pickle=False) as stored:
-                arrays = {key: stored[key] for key in stored.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        arrays = _read_npz(path)
+        if arrays is None:
             return None
         offsets = arrays.get("offsets")
         expected = {"offsets", "input_ids", "token_type_ids"} if self.uses_token_types else {"offsets", "input_ids"}
@@ -503,24 +533,17 @@ class FrozenEncoderTaskModel(TaskModel):
                 "pooled": pooled}
 
     def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return hidden[:, 0] if self.pooling == "cls" else _masked_mean(hidden, mask)
 
     def _read_cache(self, path: Path, count: int) -> dict[str, np.ndarray] | None:
         """The cached arrays if they are whole and consistent; a damaged entry is rebuilt, never trusted."""
-        try:
-            with np.load(path, allow_pickle=False) as stored:
-                arrays = {key: stored[key] for key in stored.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        arrays = _read_npz(path)
+        if arrays is None or set(arrays) != {"offsets", "input_ids", "pooled"}:
             return None
-        if set(arrays) != {"offsets", "input_ids", "pooled"} or arrays["offsets"].shape != (count + 1,):
-            return None
-        if arrays["pooled"].shape != (count, self.encoder.config.hidden_size) or \
-                len(arrays["input_ids"]) != arrays["offsets"][-1] or (np.diff(arrays["offsets"]) < 0).any():
-            return None
-        return arrays
+        offsets = arrays["offsets"]
+        whole = (offsets.shape == (count + 1,) and arrays["pooled"].shape == (count, self.encoder.config.hidden_size)
+                 and len(arrays["input_ids"]) == offsets[-1] and not (np.diff(offsets) < 0).any())
+        return arrays if whole else None
 
     def encode(self, examples: Sequence[Example]) -> list[Feature]:
         """Each example's pooled vector(s) and token ids; the encoder runs once per distinct text, ever."""
@@ -531,9 +554,7 @@ class FrozenEncoderTaskModel(TaskModel):
         arrays = self._read_cache(path, len(texts)) if path.is_file() else None
         if arrays is None:
             arrays = self._run_encoder(texts)
-            buffer = io.BytesIO()
-            np.savez(buffer, allow_pickle=False, **arrays)
-            atomic_write_bytes(path, buffer.getvalue())
+            _write_npz(path, arrays)
         row = {text: i for i, text in enumerate(texts)}
         offsets, ids, pooled = arrays["offsets"], arrays["input_ids"], arrays["pooled"]
         features: list[Feature] = []
@@ -666,9 +687,7 @@ class TransformerFamily(ModelFamily):
                 else:
                     model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=False)
         except (OSError, ValueError, KeyError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise GluebenchError(f"--model {self.name}: cannot load {source!r} as a sequence classifier "
-                                 f"({first})") from exc
+            raise _load_error(self.name, source, "a sequence classifier", exc) from exc
         max_length = options.max_length or DEFAULT_MAX_LENGTH
         limit = getattr(config, "max_position_embeddings", None)
         if limit is not None and max_length > limit:
@@ -698,8 +717,7 @@ class TransformerFamily(ModelFamily):
                 tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
                 encoder = AutoModel.from_pretrained(source, trust_remote_code=False)
         except (OSError, ValueError, KeyError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise GluebenchError(f"--model {self.name}: cannot load {source!r} as an encoder ({first})") from exc
+            raise _load_error(self.name, source, "an encoder", exc) from exc
         max_length = options.max_length or DEFAULT_MAX_LENGTH
         limit = getattr(encoder.config, "max_position_embeddings", None)
         if limit is not None and max_length > limit:
@@ -724,10 +742,7 @@ class TransformerFamily(ModelFamily):
         A model evaluated as fine-tuned elsewhere (``weights: source``) comes back with the source's weights;
         a frozen-encoder model with its pretrained encoder (only its head's weights are saved).
         """
-        saved_labels = metadata.get("labels")
-        expected = list(task.labels) if task.labels else None
-        if saved_labels != expected:
-            raise GluebenchError(f"saved model's labels {saved_labels} differ from {task.name}'s {expected}")
+        _check_labels(task, metadata, "saved model's")
         if metadata.get("weights") == "source":
             options = FamilyOptions(max_length=metadata.get("max_length"))
             return self._finetuned(task, metadata["source"], options, order=metadata.get("label_order"))
@@ -749,10 +764,7 @@ class TransformerFamily(ModelFamily):
             metadata = json.loads((directory / FROZEN_EXPORT).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise GluebenchError(f"not a frozen-encoder export ({exc})", path=directory / FROZEN_EXPORT) from exc
-        saved_labels, expected = metadata.get("labels"), list(task.labels) if task.labels else None
-        if saved_labels != expected:
-            raise GluebenchError(f"exported model's labels {saved_labels} differ from {task.name}'s {expected}",
-                                 path=directory)
+        _check_labels(task, metadata, f"{directory}: exported model's")
         model = self._restore_frozen(task, metadata, str(directory / "encoder"))
         try:
             model.module.load_state_dict(load_file(str(directory / "head.safetensors")))
@@ -779,9 +791,7 @@ class TransformerFamily(ModelFamily):
                 model = AutoModelForSequenceClassification.from_pretrained(source, config=config,
                                                                            trust_remote_code=False)
         except (OSError, ValueError, KeyError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise GluebenchError(f"--model {self.name}: cannot load {source!r} as a sequence classifier "
-                                 f"({first})") from exc
+            raise _load_error(self.name, source, "a sequence classifier", exc) from exc
         max_length = options.max_length or min(DEFAULT_MAX_LENGTH, getattr(config, "max_position_embeddings",
                                                                            DEFAULT_MAX_LENGTH))
         return TransformerTaskModel(task, source, tokenizer, model, max_length, order)
