@@ -33,6 +33,7 @@ from gluebench.config import config_from_mapping
 from gluebench.errors import GluebenchError
 from gluebench.metrics import task_score
 from gluebench.models import TaskModel, get_family
+from gluebench.models.base import TokenOutputs
 from gluebench.models.static import StaticFamily
 from gluebench.models.transformer import TransformerFamily
 from gluebench.runs import RunPaths, atomic_write_bytes, atomic_write_json, now_iso, read_json
@@ -120,7 +121,7 @@ def dev_scores(run: reps.LoadedRun) -> dict[str, dict[str, Any]]:
     return scores
 
 
-def _fingerprint(outputs: Sequence[Any]) -> str:
+def _fingerprint(outputs: Sequence[TokenOutputs]) -> str:
     """A digest of per-token outputs: models that read the probe identically are measured once."""
     digest = hashlib.sha256()
     for output in outputs:
