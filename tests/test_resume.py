@@ -130,7 +130,9 @@ def _fit_slice(glue_dir: Path, checkpoint_dir: Path, resume: bool) -> dict[str, 
 
 
 def _fit_in_subprocess(glue_dir: Path, work: Path, resume: bool) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, __file__, str(glue_dir), str(work), "resume" if resume else "fresh"],
+    # as a module from the repository root, so this file's own `tests.` imports resolve
+    return subprocess.Popen([sys.executable, "-m", "tests.test_resume", str(glue_dir), str(work),
+                             "resume" if resume else "fresh"], cwd=Path(__file__).resolve().parents[1],
                             env=_env(), text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
