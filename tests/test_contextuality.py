@@ -85,7 +85,9 @@ def test_a_static_layer_has_self_similarity_one_a_contextual_layer_less(probe: l
     glove = get_family("glove-bilstm").build(TASKS["STS-B"], examples, FamilyOptions(), seed=1)
     minilm = get_family("minilm").build(TASKS["STS-B"], [], FamilyOptions(max_length=64, freeze_encoder=True), seed=1)
     static, contextual = measure(readings(glove, probe)), measure(readings(minilm, probe))
-    assert list(static) == [WORD_VECTORS] and len(static[WORD_VECTORS].self_similarity) >= 20
+    assert list(static) == [WORD_VECTORS, "encoder"] and len(static[WORD_VECTORS].self_similarity) >= 20
+    static_top = summarize(static, measured_words(static))  # the BiLSTM's states are contextual, its inputs not
+    assert static_top["encoder"]["self_similarity"]["raw"] < 1 - 1e-3
     for layer in (static[WORD_VECTORS], contextual[WORD_VECTORS]):  # input vectors: one per word type
         assert all(abs(value - 1) < 1e-6 for value in layer.self_similarity.values())
         assert all(abs(value - 1) < 1e-6 for value in layer.max_explainable_variance.values())

@@ -39,7 +39,16 @@ from torch.nn.utils.rnn import pad_sequence
 from gluebench.data.read import Example
 from gluebench.embeddings import Vocabulary, WordVectors, coverage, load_vectors, needed_words
 from gluebench.errors import GluebenchError
-from gluebench.models.base import Batch, Capability, FamilyOptions, Feature, ModelFamily, TaskModel
+from gluebench.models.base import (
+    Batch,
+    Capability,
+    FamilyOptions,
+    Feature,
+    ModelFamily,
+    TaskModel,
+    TokenOutputs,
+    UnsupportedCapability,
+)
 from gluebench.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 from gluebench.tasks import TaskSpec
 
@@ -150,24 +159,35 @@ class SentenceEncoder(nn.Module):
         else:
             raise GluebenchError(f"unknown static encoder {self.kind!r} (choose from: cbow, bilstm, transformer)")
 
+    def token_states(self, ids: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``[N, L, width]`` per token, in forward order: the word vectors, then the encoder's states (not CBOW)."""
+        words = self.embedding(ids)
+        out = {"word_vectors": words}
+        if self.kind == "bilstm":
+            backward = self.lstm_backward(reverse_within_lengths(words, lengths))[0]
+            out["encoder"] = torch.cat([self.lstm_forward(words)[0], reverse_within_lengths(backward, lengths)],
+                                       dim=-1)
+        elif self.kind == "transformer":
+            positions = torch.arange(ids.shape[1], device=ids.device)
+            hidden = self.project(words) + self.positions(positions)[None]
+            mask = _mask(lengths, ids.shape[1])
+            out["encoder"] = self.norm(self.transformer(hidden, src_key_padding_mask=~mask))
+        return out
+
     def layers(self, ids: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
         """Pooled representations in forward order: embeddings, encoder states (not CBOW), sentence."""
         mask = _mask(lengths, ids.shape[1])
-        words = self.embedding(ids)
-        out = {"embeddings": _masked_mean(words, mask)}
+        tokens = self.token_states(ids, lengths)
+        out = {"embeddings": _masked_mean(tokens["word_vectors"], mask)}
         if self.kind == "cbow":
             out["sentence"] = out["embeddings"]
             return out
+        states = tokens["encoder"]
+        out["encoder"] = _masked_mean(states, mask)
         if self.kind == "bilstm":
-            backward = self.lstm_backward(reverse_within_lengths(words, lengths))[0]
-            states = torch.cat([self.lstm_forward(words)[0], reverse_within_lengths(backward, lengths)], dim=-1)
-            out["encoder"] = _masked_mean(states, mask)
             out["sentence"] = states.masked_fill(~mask.unsqueeze(-1), float("-inf")).max(dim=1).values
         else:
-            positions = torch.arange(ids.shape[1], device=ids.device)
-            hidden = self.project(words) + self.positions(positions)[None]
-            states = self.norm(self.transformer(hidden, src_key_padding_mask=~mask))
-            out["encoder"] = out["sentence"] = _masked_mean(states, mask)
+            out["sentence"] = out["encoder"]
         return out
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -217,11 +237,16 @@ class StaticClassifier(nn.Module):
         return out
 
 
+def static_capabilities(encoder: str) -> frozenset[Capability]:
+    """What a static model offers; per-token outputs only where an encoder gives more than the word vectors."""
+    base = {Capability.LAYER_OUTPUTS, Capability.WORD_EMBEDDINGS, Capability.TASK_VOCABULARY}
+    return frozenset(base if encoder == "cbow" else base | {Capability.TOKEN_OUTPUTS})
+
+
 class StaticTaskModel(TaskModel):
     """A `TaskModel`: the vocabulary that turns examples into word ids, and the module."""
 
     module: StaticClassifier
-    capabilities = frozenset({Capability.LAYER_OUTPUTS, Capability.WORD_EMBEDDINGS, Capability.TASK_VOCABULARY})
 
     def __init__(self, module: StaticClassifier, vocab: Vocabulary, config: StaticConfig,
                  extra: dict[str, Any]) -> None:
@@ -229,6 +254,7 @@ class StaticTaskModel(TaskModel):
         self.vocab = vocab
         self.config = config
         self.extra = extra  # family, embeddings source, coverage
+        self.capabilities = static_capabilities(config.encoder)
 
     def _ids(self, text: str) -> torch.Tensor:
         ids = self.vocab.encode(text)[: self.config.max_length] or [Vocabulary.UNK]  # never an empty sequence
@@ -264,6 +290,25 @@ class StaticTaskModel(TaskModel):
         with torch.no_grad():
             return self.module.layers(batch["ids"], batch["lengths"])
 
+    def token_outputs(self, texts: Sequence[str]) -> list[TokenOutputs]:
+        """Each word's input vector and the encoder's state at it (each text alone; one token per word)."""
+        if Capability.TOKEN_OUTPUTS not in self.capabilities:
+            raise UnsupportedCapability(type(self).__name__, Capability.TOKEN_OUTPUTS)
+        encoder, was_training = self.module.encoder, self.module.training
+        self.module.eval()
+        outputs = []
+        try:
+            with torch.no_grad():
+                for text in texts:
+                    ids = self._ids(text)
+                    layers = encoder.token_states(ids[None], torch.tensor([len(ids)]))
+                    words = self.read_words(text)[: len(ids)] or [None]
+                    outputs.append(TokenOutputs(words, np.arange(len(ids)),
+                                                {k: v[0].float().cpu().numpy() for k, v in layers.items()}))
+        finally:
+            self.module.train(was_training)
+        return outputs
+
     def word_embedding(self) -> torch.Tensor:
         return self.module.encoder.embedding.weight
 
@@ -287,12 +332,11 @@ class StaticTaskModel(TaskModel):
 class StaticFamily(ModelFamily):
     """``glove-cbow``, ``glove-bilstm`` and ``glove-transformer``: one class, the encoder named by the model."""
 
-    capabilities = StaticTaskModel.capabilities | {Capability.MULTITASK}
-
     def __init__(self, name: str) -> None:
         self.name = name
         self.defaults = DEFAULTS[name]
         self.encoder = name.removeprefix("glove-")
+        self.capabilities = static_capabilities(self.encoder) | {Capability.MULTITASK}
         self.default_lr = self.defaults.lr
         self.default_epochs = self.defaults.epochs
         self.default_batch_size = self.defaults.batch_size
