@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from machine_info import describe, machine_info
+from machine_info import describe, load_results, machine_info, save_results
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMS = ("gluebench", "trainer", "pipeline")
@@ -274,8 +274,7 @@ def calibrate(args: argparse.Namespace, system: str, task: str) -> dict[str, Any
 
 
 def _calibrated(args: argparse.Namespace, system: str, task: str) -> dict[str, Any]:
-    path = _results_path(args)
-    results = json.loads(path.read_text()) if path.is_file() else {}
+    results = load_results(args.work_dir)
     return dict(results.get(f"calibrate:{system}:{task}", {}))
 
 
@@ -336,18 +335,6 @@ def worker(args: argparse.Namespace) -> None:
 # ---- driver ----------------------------------------------------------------------------------------------
 
 
-def _results_path(args: argparse.Namespace) -> Path:
-    return Path(args.work_dir) / "results.json"
-
-
-def _save(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    path = _results_path(args)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(path)
-
-
 def _step(args: argparse.Namespace, results: dict[str, Any], key: str, spec: str) -> None:
     if key in results:
         print(f"{key}: done before, kept", flush=True)
@@ -365,7 +352,7 @@ def _step(args: argparse.Namespace, results: dict[str, Any], key: str, spec: str
     result.update(wall_seconds=time.time() - started, load_average=os.getloadavg(),
                   finished=datetime.now(UTC).strftime("%H:%M:%S"))
     results[key] = result
-    _save(args, results)
+    save_results(args.work_dir, results)
     speeds = ", ".join(f"{n} thr {m['examples_per_second']:.0f} ex/s" for n, m in result.get("threads", {}).items())
     print(f"{key}: {speeds or 'done'} ({result['wall_seconds']:.0f}s)", flush=True)
 
@@ -613,8 +600,7 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    path = _results_path(args)
-    results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    results = load_results(args.work_dir)
     if args.note:
         results["notes"] = [*results.get("notes", []), *args.note]
     if not args.render_only:
@@ -628,7 +614,7 @@ def main() -> None:
                                                     args.precisions.split(",")),
                                "threads": args.threads, "rounds": args.rounds, "passes": args.passes,
                                "warmup": args.warmup, "batch_size": args.batch_size})
-        _save(args, results)
+        save_results(args.work_dir, results)
         parts = args.parts.split(",")
         if not (Path(args.work_dir) / "checkpoint" / "gluebench.json").is_file():
             results.pop("finetune", None)
@@ -653,7 +639,7 @@ def main() -> None:
                 for precision in args.precisions.split(",")[:1]:
                     _step(args, results, f"profile:{task}:{precision}", f"profile:{task}:{precision}")
         entry["load_end"] = os.getloadavg()
-        _save(args, results)
+        save_results(args.work_dir, results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(render(args, results))
     print(f"wrote {args.out}")

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from machine_info import describe, machine_info
+from machine_info import describe, load_results, machine_info, save_results
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMS = ("gluebench", "hf-dynamic", "hf-pad128")
@@ -337,20 +337,8 @@ def _step(args: argparse.Namespace, results: dict[str, Any], key: str, spec: str
     result["concurrent_jobs"] = args.jobs if lock else 1
     with lock or contextlib.nullcontext():
         results[key] = result
-        _save(args, results)
+        save_results(args.work_dir, results)
     print(f"{key}: {result.get('examples_per_second', 0):.1f} examples/s, {result['wall_seconds']:.0f}s", flush=True)
-
-
-def _results_path(args: argparse.Namespace) -> Path:
-    return Path(args.work_dir) / "results.json"
-
-
-def _save(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    path = _results_path(args)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(path)
 
 
 def _padding(lengths: list[int], batch_size: int) -> dict[str, float]:
@@ -670,11 +658,10 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    path = _results_path(args)
-    results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    results = load_results(args.work_dir)
     if args.note:
         results["notes"] = [*results.get("notes", []), *args.note]
-        _save(args, results)
+        save_results(args.work_dir, results)
     if not args.render_only:
         date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         command = shlex.join([".venv/bin/python", "bench/bench_transformer.py", *sys.argv[1:]])

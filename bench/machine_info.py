@@ -1,7 +1,9 @@
-"""What every benchmark records about where it ran, so a figure in ``docs/results/`` says its machine."""
+"""What every benchmark records about where it ran (so a figure in ``docs/results/`` says its machine), and its
+resumable raw results file."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -44,3 +46,18 @@ def _version(package: str) -> str:
         return version(package)
     except PackageNotFoundError:
         return "not installed"
+
+
+def load_results(work_dir: str | Path) -> dict[str, Any]:
+    """The raw results a benchmark saved in ``work_dir`` (finished steps are skipped on a rerun); {} at first."""
+    path = Path(work_dir) / "results.json"
+    return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+
+def save_results(work_dir: str | Path, results: dict[str, Any]) -> None:
+    """Write the raw results via a temporary file and a rename, so a killed benchmark leaves the last whole one."""
+    path = Path(work_dir) / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(path)
