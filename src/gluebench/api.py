@@ -34,9 +34,6 @@ from gluebench.tasks import TASKS, get_task
 
 def _config(options: dict[str, Any], where: str) -> Any:
     values = {key: value for key, value in options.items() if value is not None}
-    for key in ("tasks", "seeds", "trackers", "label_map"):
-        if isinstance(values.get(key), str):
-            values[key] = values[key].split(",")
     return config_from_mapping({k: str(v) if isinstance(v, Path) else v for k, v in values.items()}, where)
 
 

@@ -173,14 +173,12 @@ def write_predictions(paths: RunPaths, task: TaskSpec, seed: int, split: str, ex
 
 
 def predict_splits(paths: RunPaths, model: TaskModel, spec: TaskSpec, seed: int, examples: TaskExamples,
-                   *, write: bool, batch_size: int = 128) -> dict[str, list[Label]]:
+                   *, write: bool, batch_size: int) -> None:
     """Predict every dev and test split with ``model`` (all processes take part); ``write`` on the main one."""
-    predictions = {}
     for split, group in (*examples.dev.items(), *examples.tests.items()):
-        predictions[split] = predict(model, spec, group, batch_size=batch_size)
+        preds = predict(model, spec, group, batch_size=batch_size)
         if write:
-            write_predictions(paths, spec, seed, split, group, predictions[split])
-    return predictions
+            write_predictions(paths, spec, seed, split, group, preds)
 
 
 def task_result(spec: TaskSpec, seed: int, outcome: TrainOutcome, examples: TaskExamples, config: TrainConfig,

@@ -72,7 +72,8 @@ def train_seed(family: ModelFamily, config: RunConfig, tconf: TrainConfig, paths
         if best is not None:
             load_weights_bytes(model.module, best)  # the task's best snapshot, shared encoder included
         started = time.perf_counter()
-        predict_splits(paths, model, spec, seed, examples[spec.name], write=main)
+        predict_splits(paths, model, spec, seed, examples[spec.name], write=main,
+                       batch_size=tconf.eval_batch_size)
         result = task_result(spec, seed, outcomes[spec.name], examples[spec.name], tconf, model,
                              time.perf_counter() - started, multitask=together)
         if main:

@@ -72,7 +72,7 @@ def _train_one(family: ModelFamily, config: RunConfig, paths: RunPaths, spec: Ta
         log.info("%s seed %d: resumed from epoch %d, step %d", spec.name, seed, outcome.resumed_from["epoch"],
                  outcome.resumed_from["global_step"])
     started = time.perf_counter()
-    predict_splits(paths, model, spec, seed, examples, write=main)
+    predict_splits(paths, model, spec, seed, examples, write=main, batch_size=tconf.eval_batch_size)
     result = task_result(spec, seed, outcome, examples, tconf, model, time.perf_counter() - started)
     if main:
         write_task_outputs(paths, spec, seed, outcome, result)
