@@ -15,11 +15,12 @@ import torch
 from safetensors.torch import load
 
 from gluebench.artifacts import subsample
-from gluebench.config import TrainConfig
+from gluebench.config import RunConfig, TrainConfig
 from gluebench.data.read import read_split
 from gluebench.errors import GluebenchError
 from gluebench.models import FamilyOptions, get_family
 from gluebench.models.transformer import FrozenEncoderTaskModel, encoder_digest, minilm_path
+from gluebench.runner import train_config
 from gluebench.runs import read_json
 from gluebench.tasks import TASKS
 from gluebench.training import train, weights_bytes
@@ -151,3 +152,13 @@ def test_frozen_options_are_checked(cli: CliRun, tmp_path: Path) -> None:
     other_weights = {**saved, "encoder_digest": "0" * 64}  # what a head trained on another encoder records
     with pytest.raises(GluebenchError, match="is not the one this head was trained on"):
         get_family("minilm").restore(TASKS["RTE"], other_weights, FamilyOptions())
+
+
+def test_a_frozen_run_defaults_to_a_heads_pace_and_explicit_settings_win() -> None:
+    family = get_family("minilm")
+    fine_tuning = train_config(RunConfig(model="minilm"), family, seed=1)
+    frozen = train_config(RunConfig(model="minilm", freeze_encoder=True), family, seed=1)
+    assert (fine_tuning.lr, fine_tuning.epochs) == (5e-5, 3)
+    assert (frozen.lr, frozen.epochs, frozen.batch_size) == (1e-3, 20, 32)
+    named = train_config(RunConfig(model="minilm", freeze_encoder=True, lr=3e-4, epochs=5), family, seed=1)
+    assert (named.lr, named.epochs) == (3e-4, 5)

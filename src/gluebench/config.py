@@ -24,9 +24,9 @@ import math
 import types
 import typing
 from collections.abc import Sequence
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -113,12 +113,20 @@ class TrainConfig:
     seed: int = option(1, "Seed of this training.", cli=False)
     run_name: str = option("gluebench", "Tracker project/run name.", cli=False)
 
-    def with_family_defaults(self, epochs: int, batch_size: int, lr: float, warmup_ratio: float) -> TrainConfig:
+    def with_family_defaults(self, defaults: TrainingDefaults) -> TrainConfig:
         """A copy with every "family default" (None) filled in."""
-        from dataclasses import replace
+        return replace(self, epochs=self.epochs or defaults.epochs,
+                       batch_size=self.batch_size or defaults.batch_size, lr=self.lr or defaults.lr,
+                       warmup_ratio=defaults.warmup_ratio if self.warmup_ratio is None else self.warmup_ratio)
 
-        return replace(self, epochs=self.epochs or epochs, batch_size=self.batch_size or batch_size,
-                       lr=self.lr or lr, warmup_ratio=warmup_ratio if self.warmup_ratio is None else self.warmup_ratio)
+
+class TrainingDefaults(NamedTuple):
+    """The loop settings a model family supplies where a run leaves them unset (`ModelFamily.training_defaults`)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    warmup_ratio: float
 
 
 @dataclass

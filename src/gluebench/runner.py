@@ -47,8 +47,7 @@ log = logging.getLogger("gluebench")
 
 def train_config(config: RunConfig, family: ModelFamily, seed: int) -> TrainConfig:
     """The loop's options for one seed, the family's defaults filled in."""
-    return config.train_config(seed).with_family_defaults(
-        family.default_epochs, family.default_batch_size, family.default_lr, family.default_warmup)
+    return config.train_config(seed).with_family_defaults(family.training_defaults(config))
 
 
 EpochReport = Callable[[str, int, dict[str, Any]], None]  # (task, seed, the epoch's record) after each dev evaluation

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gluebench.config import FamilyOptions
+from gluebench.config import FamilyOptions, TrainingDefaults
 from gluebench.data.read import Example
 from gluebench.errors import GluebenchError
 from gluebench.tasks import TaskSpec
@@ -140,6 +140,10 @@ class ModelFamily(ABC):
     default_batch_size: int
     default_warmup: float  # share of the training steps spent warming the learning rate up
     capabilities: frozenset[Capability] = frozenset()  # its task models' capabilities, MULTITASK, FINETUNED
+
+    def training_defaults(self, options: FamilyOptions) -> TrainingDefaults:
+        """What training a model built with ``options`` takes where the run leaves a setting unset."""
+        return TrainingDefaults(self.default_epochs, self.default_batch_size, self.default_lr, self.default_warmup)
 
     @abstractmethod
     def build(self, task: TaskSpec, examples: Sequence[Example], options: FamilyOptions, seed: int) -> TaskModel:

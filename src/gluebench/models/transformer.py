@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import load_file, save
 from torch import nn
 
+from gluebench.config import TrainingDefaults
 from gluebench.data.locate import cache_dir
 from gluebench.data.read import Example
 from gluebench.errors import GluebenchError
@@ -46,6 +47,8 @@ HF_PREFIX = "hf:"  # hf:<model id or path>
 DEFAULT_MAX_LENGTH = 128
 HEAD_HIDDEN = 512  # the frozen encoder's MLP head, as wide as the static family's (the GLUE baselines')
 HEAD_DROPOUT = 0.1
+FROZEN_HEAD_LR = 1e-3  # the static family's rate: the frozen encoder's head is trained like its MLP head
+FROZEN_HEAD_EPOCHS = 20
 FROZEN_EXPORT = "frozen_head.json"  # marks an export of a frozen-encoder model (beside encoder/, head.safetensors)
 
 
@@ -641,9 +644,8 @@ def _quiet_transformers() -> Iterator[None]:
 class TransformerFamily(ModelFamily):
     """Builds fine-tunable encoders (BERT recipe defaults: lr 2e-5..5e-5, batch 32, 3 epochs, warmup 10%).
 
-    With ``freeze_encoder`` it builds `FrozenEncoderTaskModel`s instead. The defaults stay fine-tuning's
-    (a family's defaults cannot depend on its options), so a frozen run should name a head's ``--lr`` and
-    ``--epochs``.
+    With ``freeze_encoder`` it builds `FrozenEncoderTaskModel`s instead, trained at a head's pace: lr 1e-3
+    for up to 20 epochs (an epoch over cached vectors takes seconds; early stopping ends it sooner).
     """
 
     capabilities = TransformerTaskModel.capabilities | {Capability.FINETUNED}
@@ -662,6 +664,12 @@ class TransformerFamily(ModelFamily):
             self.default_lr = 2e-5
         else:
             raise GluebenchError(f"--model {name!r}: expected minilm or hf:<model id or path>")
+
+    def training_defaults(self, options: FamilyOptions) -> TrainingDefaults:
+        """Fine-tuning's recipe, or a head's learning rate and epochs when the encoder is frozen."""
+        if options.freeze_encoder:
+            return TrainingDefaults(FROZEN_HEAD_EPOCHS, self.default_batch_size, FROZEN_HEAD_LR, self.default_warmup)
+        return super().training_defaults(options)
 
     def _load(self, task: TaskSpec, source: str, options: FamilyOptions, *, pretrained_weights: bool,
               ) -> TransformerTaskModel:
