@@ -165,6 +165,8 @@ def test_the_study_separates_static_from_frozen(study: Path, study_runs: dict[st
     for condition in ("static-frozen", "static-trained"):  # static: one vector per word, in every context
         raw = conditions[condition]["contextuality"][WORD_VECTORS]["self_similarity"]["raw"]
         assert raw == pytest.approx(1, abs=1e-6)
+        states = conditions[condition]["contextuality"]["encoder"]["self_similarity"]["raw"]
+        assert states < 0.999  # the BiLSTM over the static vectors is contextual
     top = conditions["contextual-frozen"]["contextuality"]["layer_6"]["self_similarity"]
     assert top["raw"] < 0.99 and top["corrected_min"] == top["corrected_max"]  # not static; the same for every task
     assert len(record["words"]) >= 3 and set(conditions["static-frozen"]["dev"]) == set(TASK_NAMES)
@@ -172,6 +174,8 @@ def test_the_study_separates_static_from_frozen(study: Path, study_runs: dict[st
         assert info["run_dir"] == str(study_runs[condition]) and len(info["dev"]["SST-2"]["seeds"]) == 1
     markdown = (study / "representations.md").read_text()
     assert "## The 2 × 2: static vs contextual × frozen vs trained" in markdown
+    assert f"Static input layers: at `{WORD_VECTORS}` every word has one vector" in markdown
+    assert "The static family's own encoder is contextual: at `encoder`" in markdown
     assert (study / "study-contextuality.png").stat().st_size > 10_000 and (study / "study-cka.png").is_file()
     assert (study_runs["static-frozen"] / "analysis" / "representations" / "study.json").is_file()
 

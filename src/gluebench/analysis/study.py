@@ -233,7 +233,8 @@ def table_rows(study: dict[str, Any], analyses: dict[str, dict[str, Any]]) -> li
                      "self_sim_input_raw": ctx[token[0]]["self_similarity"]["raw"],
                      "self_sim_top": ctx[token[-1]]["self_similarity"]["corrected"],
                      "self_sim_top_raw": ctx[token[-1]]["self_similarity"]["raw"],
-                     "input_layer": key["input"], "top_layer": key["top"], "token_top": token[-1]})
+                     "input_layer": key["input"], "top_layer": key["top"], "token_input": token[0],
+                     "token_top": token[-1]})
     return rows
 
 
@@ -250,10 +251,14 @@ def summary_lines(study: dict[str, Any], analyses: dict[str, dict[str, Any]]) ->
     largest = max(shift, key=lambda n: abs(shift[n]))
     words = len(study["words"])
     lines = [
-        f"Static input layers: at `{sf['token_top']}` every word has one vector, so self-similarity (raw) is "
+        f"Static input layers: at `{sf['token_input']}` every word has one vector, so self-similarity (raw) is "
         f"{sf['self_sim_input_raw']:.6f} (frozen) and {st['self_sim_input_raw']:.6f} (trained) over {words} words "
         f"seen in ≥ {study['min_contexts']} token-probe sentences; cross-task CKA of the "
         f"input layer is {sf['cka_input']:.4f} frozen and {st['cka_input']:.4f} trained.",
+        *([f"The static family's own encoder is contextual: at `{sf['token_top']}` raw self-similarity is "
+           f"{sf['self_sim_top_raw']:.3f} (frozen vectors) and {st['self_sim_top_raw']:.3f} (trained), corrected "
+           f"{sf['self_sim_top']:.3f} and {st['self_sim_top']:.3f}, against {sf['self_sim_input']:.3f} for its "
+           "input vectors."] if sf["token_top"] != sf["token_input"] else []),
         f"Frozen contextual encoder: cross-task CKA at `{cf['top_layer']}` is {cf['cka_top']:.4f} (frozen, so every "
         f"task reads the same vectors), yet it is not static: raw self-similarity goes {falling} over "
         + " → ".join(f"`{n}`" for n in contextual_layers)
