@@ -614,24 +614,26 @@ def train_tasks(tasks: Sequence[TaskData], config: TrainConfig, *, checkpoint_di
     outcome (and its ``best_weights_path``); with one task they also end up in its module. Under
     ``accelerate launch`` only the main process writes.
     """
-    run = _start(tasks, config, checkpoint_dir, resume, on_epoch)
-    resumed_from = {"epoch": run.state.epoch, "global_step": run.state.global_step} if run.state.global_step else None
-    epochs = _required(config)[0]
-    if config.trackers:
-        run.accelerator.init_trackers(config.run_name, {k: v for k, v in asdict(config).items()
-                                                         if isinstance(v, int | float | str | bool)})
-    for epoch in range(run.state.next_epoch, epochs + 1):
-        active = run.active()
-        if not active:
-            break
-        _train_epoch(run, epoch, active)
-        _evaluate_epoch(run, epoch, active)
-        run.state.epoch, run.state.in_epoch = epoch, None
-        run.save()
-    if config.trackers:
-        run.accelerator.end_training()
-    run.module.eval()
-    outcomes = {name: _outcome(run, name, resumed_from) for name in run.tasks}
+    with contextlib.ExitStack() as layouts:  # each model in its training layout until the loop ends
+        run = _start(tasks, config, checkpoint_dir, resume, on_epoch, layouts)
+        resumed_from = ({"epoch": run.state.epoch, "global_step": run.state.global_step}
+                        if run.state.global_step else None)
+        epochs = _required(config)[0]
+        if config.trackers:
+            run.accelerator.init_trackers(config.run_name, {k: v for k, v in asdict(config).items()
+                                                             if isinstance(v, int | float | str | bool)})
+        for epoch in range(run.state.next_epoch, epochs + 1):
+            active = run.active()
+            if not active:
+                break
+            _train_epoch(run, epoch, active)
+            _evaluate_epoch(run, epoch, active)
+            run.state.epoch, run.state.in_epoch = epoch, None
+            run.save()
+        if config.trackers:
+            run.accelerator.end_training()
+        run.module.eval()
+        outcomes = {name: _outcome(run, name, resumed_from) for name in run.tasks}
     only = outcomes[tasks[0].spec.name].best_weights if len(tasks) == 1 else None
     if only is not None:
         load_weights_bytes(tasks[0].model.module, only)
@@ -639,8 +641,9 @@ def train_tasks(tasks: Sequence[TaskData], config: TrainConfig, *, checkpoint_di
 
 
 def _start(tasks: Sequence[TaskData], config: TrainConfig, checkpoint_dir: Path | None, resume: bool,
-           on_epoch: EpochCallback | None) -> _Run:
-    """Encode the tasks, build optimiser and schedule, and load the checkpoint when resuming."""
+           on_epoch: EpochCallback | None, layouts: contextlib.ExitStack) -> _Run:
+    """Encode the tasks, lay the models out for training (until ``layouts`` closes), build optimiser and
+    schedule, and load the checkpoint when resuming."""
     epochs, batch_size, lr, warmup = _required(config)
     accelerator = make_accelerator(config.mixed_precision, config.trackers, config.tracker_dir,
                                    unused_parameters=len(tasks) > 1)
@@ -648,6 +651,8 @@ def _start(tasks: Sequence[TaskData], config: TrainConfig, checkpoint_dir: Path 
         raise ConfigError(f"batch size {batch_size} is smaller than the {accelerator.num_processes} processes")
     _seed_everything(config.seed)
     encoded = {task.spec.name: _encode(task) for task in tasks}
+    for e in encoded.values():
+        layouts.enter_context(e.data.model.training_layout(e.features, config.weight_decay))
     sampler = TaskSampler({name: [e.data.model.length(f) for f in e.features] for name, e in encoded.items()},
                           batch_size, config.seed, config.temperature, accelerator.num_processes)
     names = list(encoded)

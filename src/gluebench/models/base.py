@@ -14,9 +14,10 @@ against this contract.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,16 @@ class TaskModel(ABC):
     @abstractmethod
     def export(self, directory: Path) -> None:
         """Write the model in its ecosystem's own format (no pickles), for `ModelFamily.load_exported`."""
+
+    @contextlib.contextmanager
+    def training_layout(self, features: Sequence[Feature], weight_decay: float) -> Iterator[None]:
+        """The module laid out for training on ``features`` while the context lasts (default: as it is).
+
+        A family may train an equivalent, cheaper layout (the Transformer family: only the embedding rows
+        the features use); the state dict keeps the ordinary layout throughout, and the module gets it
+        back, trained, when the context ends.
+        """
+        yield
 
     def layer_outputs(self, batch: Batch) -> dict[str, torch.Tensor]:
         """LAYER_OUTPUTS: ``[B, width]`` per example at each named layer, in forward order, the output last."""

@@ -36,6 +36,7 @@ from gluebench.data.locate import cache_dir
 from gluebench.data.read import Example
 from gluebench.errors import GluebenchError
 from gluebench.models.base import Batch, Capability, FamilyOptions, Feature, ModelFamily, TaskModel, TokenOutputs
+from gluebench.models.row_embedding import TrainedRowsEmbedding
 from gluebench.runs import atomic_write_bytes, atomic_write_json
 from gluebench.tasks import TaskSpec
 
@@ -336,6 +337,27 @@ class TransformerTaskModel(TaskModel):
         if types is not None:
             batch["token_type_ids"] = torch.from_numpy(types)
         return batch
+
+    @contextlib.contextmanager
+    def training_layout(self, features: Sequence[Feature], weight_decay: float) -> Iterator[None]:
+        """Train only the token-embedding rows ``features`` use (`TrainedRowsEmbedding`), where that is exact.
+
+        Exact when weight decay is zero (a row no training text uses then gets no update) and the embedding
+        is a plain, trainable one not tied to an output layer; otherwise the module stays as it is.
+        """
+        model = self.module.model
+        embedding = model.get_input_embeddings()
+        if (weight_decay or not isinstance(embedding, nn.Embedding) or not embedding.weight.requires_grad
+                or model.get_output_embeddings() is not None or not features):
+            yield
+            return
+        rows = torch.from_numpy(np.unique(np.concatenate([f["input_ids"] for f in features])))
+        trained_rows = TrainedRowsEmbedding(embedding, rows)
+        model.set_input_embeddings(trained_rows)
+        try:
+            yield
+        finally:
+            model.set_input_embeddings(trained_rows.to_embedding())
 
     # -- saving and analysis --------------------------------------------------------------------------
 
