@@ -578,7 +578,7 @@ class _Run:
     accelerator: Accelerator
     tasks: dict[str, _Encoded]
     sampler: TaskSampler
-    module: nn.Module  # the prepared (possibly DDP-wrapped) TaskRouter
+    module: nn.Module  # the prepared (possibly DDP-wrapped, possibly compiled) TaskRouter
     router: TaskRouter
     optimizer: Any
     scheduler: Any
@@ -665,6 +665,8 @@ def _start(tasks: Sequence[TaskData], config: TrainConfig, checkpoint_dir: Path 
     optimizer = torch.optim.AdamW(_param_groups(router, config.weight_decay), lr=lr, fused=True)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * total_steps), total_steps)
     module, optimizer = accelerator.prepare(router, optimizer)
+    if config.torch_compile:  # the training steps run the compiled graph; prediction uses the eager modules
+        module = torch.compile(module)
     checkpoints = _Checkpoints(checkpoint_dir, accelerator)
     state, best = TrainState({name: TaskProgress() for name in names}), dict[str, bytes]()
     restored = checkpoints.read(config, router, optimizer, scheduler) if resume else None
