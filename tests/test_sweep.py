@@ -229,3 +229,19 @@ def test_a_study_with_another_space_is_one_line(glue_dir: Path, tmp_path: Path, 
         cli("sweep", "worker", "--storage", str(journal), "--study", "other"))
     assert "no such journal file" in _one_error_line(
         cli("sweep", "worker", "--storage", str(tmp_path / "missing.journal")))
+
+
+def test_a_seeded_random_sweep_draws_the_same_points_again(glue_dir: Path, tmp_path: Path, cli: CliRun) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text("lr: {low: 1e-4, high: 3e-2, log: true}\nbatch_size: [16, 32, 64]\n")
+
+    def drawn(seed: str, name: str) -> list[dict]:
+        out = tmp_path / name
+        code, stdout, err = cli(*_cbow(glue_dir, examples=200, epochs=1), "--space", str(space), "--sampler",
+                                "random", "--trials", "3", "--sampler-seed", seed, "-o", str(out))
+        assert code == 0, stdout + err
+        return [t["params"] for t in read_json(out / "sweep.json")["trials"]]
+
+    first = drawn("7", "a")
+    assert drawn("7", "b") == first and len({json.dumps(p, sort_keys=True) for p in first}) == 3
+    assert drawn("8", "c") != first

@@ -97,6 +97,7 @@ class SweepSettings:
     final_seeds: list[int] = field(default_factory=list)
     heartbeat: int = 30  # seconds
     launch: str | None = None  # e.g. "accelerate launch --multi_gpu": each trial trains as `LAUNCH -m gluebench run`
+    sampler_seed: int | None = None  # random/TPE: the first worker's sampler seed, each other worker's is offset
 
     def check(self) -> SweepSettings:
         if self.launch is not None:
@@ -376,12 +377,15 @@ def _fixed(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in allowed}
 
 
-def _sampler(settings: SweepSettings) -> optuna.samplers.BaseSampler:
+def _sampler(settings: SweepSettings, worker: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler of one worker: seeded ``sampler_seed + worker``, so one worker's draws repeat and several
+    workers do not draw the same points."""
+    seed = None if settings.sampler_seed is None else settings.sampler_seed + worker
     if settings.sampler in ("grid", "random"):
         # a grid's tickets carry their points, so its sampler never samples (Optuna's GridSampler cannot
         # stand enqueued points: its after_trial looks for a grid id they lack)
-        return optuna.samplers.RandomSampler()
-    return optuna.samplers.TPESampler(n_startup_trials=settings.startup_trials, constant_liar=True)
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(n_startup_trials=settings.startup_trials, constant_liar=True, seed=seed)
 
 
 def _pruner(settings: SweepSettings) -> optuna.pruners.BasePruner:
@@ -444,8 +448,9 @@ def _top_up(study: _Study, budget: int) -> None:
         study.study.enqueue_trial(point, user_attrs={TICKET: point})
 
 
-def _load_studies(storage: BaseStorage, url: str, sweep_name: str) -> list[_Study]:
-    """The studies of the sweep ``sweep_name`` in ``storage``, as their creator configured them."""
+def _load_studies(storage: BaseStorage, url: str, sweep_name: str, worker: int = 0) -> list[_Study]:
+    """The studies of the sweep ``sweep_name`` in ``storage``, as their creator configured them (the
+    sampler seeded for ``worker``)."""
     summaries = [s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
                  if s.user_attrs.get("sweep") == sweep_name]
     if not summaries:
@@ -458,7 +463,7 @@ def _load_studies(storage: BaseStorage, url: str, sweep_name: str) -> list[_Stud
         space = check_space(attrs["space"], f"study {summary.study_name}")
         with _quiet():
             study = optuna.load_study(study_name=summary.study_name, storage=storage,
-                                      sampler=_sampler(settings), pruner=_pruner(settings))
+                                      sampler=_sampler(settings, worker), pruner=_pruner(settings))
         studies.append(_Study(study, list(attrs["tasks"]), attrs["base_config"], space, settings))
     return studies
 
@@ -902,7 +907,8 @@ def _helpers(count: int, url: str, sweep_name: str, root: Path, say: Say) -> lis
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", "gluebench", "sweep", "worker", "--storage", url, "--study", sweep_name,
-                 "--output-dir", str(root), "--no-progress"], stdout=log_file, stderr=subprocess.STDOUT)
+                 "--output-dir", str(root), "--no-progress", "--worker-number", str(number - 1)],
+                stdout=log_file, stderr=subprocess.STDOUT)
         say(f"worker {number}: process {process.pid}, log {log_path}")
         started.append((process, log_path))
     return started
@@ -951,9 +957,12 @@ def sweep(base: RunConfig, space: Space | None = None, *, settings: SweepSetting
 
 
 def work(storage: str, study: str, *, output_dir: Path | None = None, data_dir: str | None = None,
-         progress: bool | None = None, launch: str | None = None, report: Say | None = None) -> SweepResult:
+         progress: bool | None = None, launch: str | None = None, worker: int | None = None,
+         report: Say | None = None) -> SweepResult:
     """Join the sweep ``study`` in ``storage`` from any machine: run its waiting trials until none is left.
 
+    ``worker`` offsets a seeded sampler (the sweep's own helpers are 1, 2, ...); by default the process id,
+    distinct from every other worker's on this machine.
     Trial directories go under ``output_dir`` (default: the sweep directory its creator recorded);
     ``data_dir``, ``progress`` and ``launch`` override the creator's for this machine (its GPUs may differ).
     """
@@ -962,7 +971,8 @@ def work(storage: str, study: str, *, output_dir: Path | None = None, data_dir: 
         launch_command(launch)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     heartbeat = _study_heartbeat(storage, study)
-    studies = _load_studies(open_storage(storage, heartbeat), storage, study)
+    studies = _load_studies(open_storage(storage, heartbeat), storage, study,
+                            os.getpid() if worker is None else worker)
     root = output_dir or Path(studies[0].study.user_attrs["root"])
     for each in studies:
         each.settings.launch = launch or each.settings.launch

@@ -103,6 +103,9 @@ def sweep_command(
         "--pruner", help="Stop trials early on the first seed's dev metric after each epoch.")] = "none",
     startup_trials: Annotated[int, typer.Option(
         "--startup-trials", help="Trials that finish before TPE and the median pruner decide.", min=0)] = 5,
+    sampler_seed: Annotated[int | None, typer.Option(
+        "--sampler-seed", help="Seed the random or TPE sampler (the same draws again with --workers 1; other "
+        "workers offset it).", min=0)] = None,
     storage: Annotated[str | None, typer.Option(
         "--storage", help="Optuna RDB URL (postgresql://user@host/db) or journal file (default: "
         "<sweep dir>/study.journal).")] = None,
@@ -142,7 +145,7 @@ def sweep_command(
               else check_space(config_space, f"{config_file}: space") if config_space is not None else None)
     settings = SweepSettings(sampler=sampler, trials=trials, pruner=pruner, startup_trials=startup_trials,
                              storage=storage, study=study, workers=workers, final_seeds=seeds, heartbeat=heartbeat,
-                             launch=launch)
+                             launch=launch, sampler_seed=sampler_seed)
     try:
         result = sweep(base, chosen, settings=settings, output_dir=output_dir, resume=resume, report=console.print)
     except KeyboardInterrupt:
@@ -166,9 +169,10 @@ def worker_command(
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Show progress bars.")] = None,
     launch: Annotated[str | None, typer.Option(
         "--launch", help="This machine's launch command for each trial (default: the sweep's --launch).")] = None,
+    worker_number: Annotated[int | None, typer.Option("--worker-number", hidden=True)] = None,
 ) -> None:
     """Join a sweep from any machine: run its waiting trials until none is left (Ctrl-C queues the trial again)."""
     from gluebench.sweep import work  # torch is slow to import
 
     _show(work(storage, study, output_dir=output_dir, data_dir=data_dir, progress=progress, launch=launch,
-                report=console.print))
+               worker=worker_number, report=console.print))
