@@ -116,6 +116,9 @@ def test_vectors_directory_round_trip_and_case(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.vectors, matrix[[0, 2]])
     vocab = Vocabulary(loaded.words, loaded.lowercase)
     assert vocab.encode("Paris THE") == [2, 3]  # cased vectors: exact form first, then lowercase
+    write_vectors_dir(tmp_path / "adapted", ["the"], matrix[:1], lowercase=True)  # replaced whole, nothing left over
+    assert read_vectors_dir(tmp_path / "adapted").words == ["the"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapted"]
 
 
 def test_unknown_compounds_fall_back_to_their_parts() -> None:

@@ -23,7 +23,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -36,6 +35,7 @@ import numpy as np
 
 from gluebench.data.locate import cache_dir
 from gluebench.errors import GluebenchError
+from gluebench.runs import replace_directory
 
 log = logging.getLogger("gluebench")
 
@@ -178,9 +178,7 @@ def write_vectors_dir(directory: Path, words: list[str], vectors: np.ndarray, *,
         (tmp / VOCAB_FILE).write_text("".join(f"{w}\n" for w in words), encoding="utf-8")
         meta = {"lowercase": _is_uncased(words) if lowercase is None else lowercase, "source": source}
         (tmp / META_FILE).write_text(json.dumps(meta) + "\n", encoding="utf-8")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
+        replace_directory(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -28,6 +28,7 @@ import fcntl
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -65,6 +66,22 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def replace_directory(staged: Path, target: Path) -> None:
+    """Put the finished directory ``staged`` at ``target`` (same file system).
+
+    The old ``target`` is renamed aside before the new one is renamed in, and deleted only after: a kill
+    in between leaves it whole beside ``target`` (``.NAME.old-PID``), never half deleted.
+    """
+    aside = None
+    if target.exists():
+        aside = target.with_name(f".{target.name}.old-{os.getpid()}")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(target, aside)
+    os.replace(staged, target)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
