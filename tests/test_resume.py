@@ -201,6 +201,13 @@ def test_damaged_or_unsafe_checkpoints_are_refused_with_one_line(tmp_path: Path,
     assert re.search(r"checkpoint is damaged \(UnpicklingError: Weights only load failed", error), error
     assert (saved / "optimizer.pt").read_bytes() == poisoned  # refused, not rewritten
     (saved / "optimizer.pt").write_bytes(optimizer)
+    state = torch.load(saved / "optimizer.pt", weights_only=True)
+    moments = next(iter(state["optimizer"]["state"].values()))
+    moments["exp_avg"] = torch.zeros(*moments["exp_avg"].shape[:-1], moments["exp_avg"].shape[-1] + 1)
+    torch.save(state, saved / "optimizer.pt")  # as a checkpoint of another model layout would hold
+    assert re.search(r"checkpoint is damaged \(ValueError: optimizer exp_avg of shape .* for a parameter of shape",
+                     resume())
+    (saved / "optimizer.pt").write_bytes(optimizer)
     weights = (saved / "model.safetensors").read_bytes()
     (saved / "model.safetensors").write_bytes(weights[: len(weights) // 3])
     assert "not a valid safetensors" in resume()

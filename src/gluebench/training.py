@@ -505,6 +505,7 @@ class _Checkpoints:
         try:
             tensors = torch.load(checkpoint / "optimizer.pt", weights_only=True, map_location="cpu")
             optimizer.load_state_dict(tensors["optimizer"])
+            _check_optimizer_state(optimizer)
             scheduler.load_state_dict(tensors["scheduler"])
             if self.accelerator.scaler is not None and tensors.get("scaler"):
                 self.accelerator.scaler.load_state_dict(tensors["scaler"])
@@ -517,6 +518,16 @@ class _Checkpoints:
                 if _best_file(checkpoint, name).is_file()}
         self.best_on_disk = {name: _best_file(checkpoint, name) for name in best}
         return state, best
+
+
+def _check_optimizer_state(optimizer: Any) -> None:
+    """Every moment has its parameter's shape (a checkpoint of another model layout would fail mid-step)."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, moment in optimizer.state.get(param, {}).items():
+                if isinstance(moment, torch.Tensor) and moment.ndim and moment.shape != param.shape:
+                    raise ValueError(f"optimizer {name} of shape {tuple(moment.shape)} for a parameter of shape "
+                                     f"{tuple(param.shape)}")
 
 
 def _link_or_write(path: Path, data: bytes, same_content: Path | None) -> None:
