@@ -282,8 +282,19 @@ def plot_contextuality(study: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     conditions = study["conditions"]
-    names = list(dict.fromkeys(n for c in sorted(conditions, key=lambda c: -len(conditions[c]["token_layers"]))
-                               for n in conditions[c]["token_layers"]))
+    # each model from its input (left) to its top layer (right): a 2-layer static model's encoder states sit
+    # under the contextual model's last layer, not after it
+    top = max(len(info["token_layers"]) for info in conditions.values()) - 1
+
+    def positions(layers: list[str]) -> list[int]:
+        return [round(i * top / (len(layers) - 1)) if len(layers) > 1 else 0 for i in range(len(layers))]
+
+    ticks: dict[int, list[str]] = {}
+    for info in conditions.values():
+        for x, name in zip(positions(info["token_layers"]), info["token_layers"], strict=True):
+            here = ticks.setdefault(x, [])
+            if name not in here:
+                here.append(name)
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
     titles = {"self_similarity": "self-similarity", "intra_sentence": "intra-sentence similarity",
               "max_explainable_variance": "maximum explainable variance"}
@@ -291,11 +302,12 @@ def plot_contextuality(study: dict[str, Any], path: Path) -> None:
               "contextual-fine-tuned": ("o", 5)}  # the frozen marker larger: a trained one on it stays visible
     for ax, (measure_name, title) in zip(axes, titles.items(), strict=True):
         for c, info in conditions.items():
-            x = [names.index(n) for n in info["token_layers"]]
             y = [info["contextuality"][n][measure_name]["corrected"] for n in info["token_layers"]]
             marker, size = styles.get(c, ("o", 5))
-            ax.plot(x, y, marker=marker, markersize=size, label=c, linestyle="--" if "static" in c else "-")
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+            ax.plot(positions(info["token_layers"]), y, marker=marker, markersize=size, label=c,
+                    linestyle="--" if "static" in c else "-")
+        ax.set_xticks(sorted(ticks), [" / ".join(ticks[at]) for at in sorted(ticks)], rotation=45, ha="right",
+                      fontsize=8)
         ax.set_title(f"{title} (anisotropy-corrected)", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("measure − random-word baseline")
