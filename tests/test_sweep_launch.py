@@ -34,8 +34,10 @@ def _cbow(glue_dir: Path, out: Path, grid: str, epochs: int, *extra: str) -> lis
 def test_launched_trials_run_data_parallel_and_the_pruner_stops_a_bad_one(glue_dir: Path, tmp_path: Path,
                                                                           cli: CliRun) -> None:
     out = tmp_path / "sweep"
-    code, stdout, err = cli(*_cbow(glue_dir, out, "lr=3e-3,1e-2,1e-7", 3), "--patience", "9", "--pruner", "median",
-                            "--startup-trials", "2")
+    # 12 epochs: the pruned run would take seconds more than the relay's 1 s look to finish, so the stop lands
+    # first (a run that finishes before it counts as complete)
+    code, stdout, err = cli(*_cbow(glue_dir, out, "lr=3e-3,1e-2,1e-7", 12), "--patience", "99", "--pruner",
+                            "median", "--startup-trials", "2")
     assert code == 0, stdout + err
     record = read_json(out / "sweep.json")
     assert record["settings"]["launch"] == LAUNCH
@@ -45,13 +47,13 @@ def test_launched_trials_run_data_parallel_and_the_pruner_stops_a_bad_one(glue_d
     for trial in finished:
         run = read_json(Path(trial["run_dir"]) / "run.json")
         assert run["processes"] == 2
-        assert [h["epoch"] for h in trial["history"]] == [1, 2, 3]
+        assert [h["epoch"] for h in trial["history"]] == list(range(1, 13))
         assert list(trial["intermediate_values"].values()) == [h["accuracy"] for h in trial["history"]]
     best = max(finished, key=lambda t: t["value"])
     assert record["best"]["RTE"]["trial"] == best["name"] and record["best"]["RTE"]["value"] == best["value"]
     pruned = trials[1e-7]
     epochs = [h["epoch"] for h in pruned["history"]]
-    assert pruned["state"] == "PRUNED" and epochs == list(range(1, len(epochs) + 1)) and len(epochs) < 3
+    assert pruned["state"] == "PRUNED" and epochs == list(range(1, len(epochs) + 1)) and len(epochs) < 12
     assert pruned["value"] == pruned["history"][-1]["accuracy"] == pruned["intermediate_values"][str(epochs[-1])]
     run_dir = Path(pruned["run_dir"])
     assert (run_dir / "config.yaml").is_file() and not (run_dir / "run.json").exists()  # stopped, resumable

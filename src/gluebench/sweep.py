@@ -604,16 +604,24 @@ def _launched_run(launch: str, config: RunConfig, root: Path, trial_dir: Path, r
         except OSError as exc:
             raise _LaunchFailed(f"--launch {launch!r}: cannot start it ({exc.strerror or exc})") from exc
     epochs = _EpochRelay(RunPaths(trial_dir), reporter, config.seeds, config.multitask)
+    pruned: optuna.TrialPruned | None = None
     try:
         while process.poll() is None:
             epochs.relay()
             time.sleep(LAUNCH_POLL)
-        reporter.prune = False
-        epochs.relay()
+    except optuna.TrialPruned as exc:
+        pruned = exc
     finally:
         if process.poll() is None:
             _stop(process)
-    if process.returncode != 0:
+    finished = RunPaths(trial_dir).summary.is_file()
+    if pruned is not None and not finished:
+        raise pruned
+    # a run that finished before the stop landed (a fast trial: its last epochs came between two looks) counts
+    # as complete with everything it measured, not as pruned
+    reporter.prune = False
+    epochs.relay()
+    if process.returncode != 0 and not finished:
         code = process.returncode
         why = _last_line(err_path) or "no message"
         raise _LaunchFailed(f"`{launch} -m gluebench run` ended with "
