@@ -127,13 +127,17 @@ def speed_hf(args: argparse.Namespace, pad_to_128: bool, grouped: bool = False, 
     trainer = Trainer(model=model, args=training_args, train_dataset=train_features, data_collator=collator,
                       processing_class=tokenizer)
     out = trainer.train()
-    logits = trainer.predict(dev_features).predictions
-    predictions = [task.labels[i] for i in np.asarray(logits).argmax(-1)]
-    dev_metric = compute_metrics(task, predictions, [e.label for e in dev])[task.main_metric]
     seconds = out.metrics["train_runtime"]
     # token positions the Trainer's sampler computes per epoch (a fresh draw of the same sampler)
     lengths = np.asarray([len(f["input_ids"]) for f in train_features])
     order = np.asarray(list(iter(trainer._get_train_sampler())))
+    # group_by_length also length-groups the Trainer's eval sampler, and predict returns its predictions in
+    # that order, not the dataset's: predict in dataset order (before this, the grouped Trainer's dev
+    # accuracy was that of shuffled labels, ~50 %)
+    trainer.args.train_sampling_strategy = "random"
+    logits = trainer.predict(dev_features).predictions
+    predictions = [task.labels[i] for i in np.asarray(logits).argmax(-1)]
+    dev_metric = compute_metrics(task, predictions, [e.label for e in dev])[task.main_metric]
     batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
     padded = sum(lengths[b].max() * len(b) for b in batches) if not pad_to_128 else 128 * len(lengths)
     return {"examples_per_second": len(train_features) * args.speed_epochs / seconds, "train_seconds": seconds,
