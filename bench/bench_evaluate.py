@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -46,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from machine_info import describe, load_results, machine_info, save_results
+from machine_info import describe, invocation, load_results, machine_info, save_results
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMS = ("gluebench", "trainer", "pipeline")
@@ -600,15 +599,12 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    results = load_results(args.work_dir)
-    if args.note:
-        results["notes"] = [*results.get("notes", []), *args.note]
+    results = load_results(args.work_dir, args.note)
     if not args.render_only:
-        date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        command = shlex.join([".venv/bin/python", "bench/bench_evaluate.py", *sys.argv[1:]])
         machine = machine_info()
-        entry = {"command": command, "date": date, "commit": machine["commit"], "load_start": os.getloadavg()}
-        results.update(machine=machine, date=results.get("date", date), commands=[*results.get("commands", []), entry],
+        entry = {**invocation(), "commit": machine["commit"], "load_start": os.getloadavg()}
+        results.update(machine=machine, date=results.get("date", entry["date"]),
+                       commands=[*results.get("commands", []), entry],
                        config={"tasks": _union(results.get("config", {}).get("tasks", []), args.tasks),
                                "precisions": _union(results.get("config", {}).get("precisions", []),
                                                     args.precisions.split(",")),

@@ -19,18 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from machine_info import describe, load_results, machine_info, save_results
+from machine_info import describe, invocation, load_results, machine_info, save_results
 
 REPO = Path(__file__).resolve().parents[1]
 SETUPS = {"1x2": {"workers": 1, "threads": 2, "pruner": "none"},
@@ -112,14 +110,11 @@ def main() -> None:
     parser.add_argument("--note", action="append", default=[])
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
-    results = load_results(args.work_dir)
-    if args.note:
-        results["notes"] = [*results.get("notes", []), *args.note]
+    results = load_results(args.work_dir, args.note)
     if not args.render_only:
-        date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        command = shlex.join([".venv/bin/python", "bench/bench_sweep.py", *sys.argv[1:]])
-        results.update(machine=machine_info(("optuna",)), date=date,
-                       commands=[*results.get("commands", []), {"command": command, "date": date}],
+        started = invocation()
+        results.update(machine=machine_info(("optuna",)), date=started["date"],
+                       commands=[*results.get("commands", []), started],
                        config={"model": args.model, "task": args.task, "examples": args.examples,
                                "epochs": args.epochs, "grid": args.grid})
         for number in range(1, args.rounds + 1):

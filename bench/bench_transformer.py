@@ -25,19 +25,17 @@ import contextlib
 import json
 import os
 import resource
-import shlex
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from machine_info import describe, load_results, machine_info, save_results
+from machine_info import describe, invocation, load_results, machine_info, save_results
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMS = ("gluebench", "hf-dynamic", "hf-pad128")
@@ -710,15 +708,12 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    results = load_results(args.work_dir)
+    results = load_results(args.work_dir, args.note)
     if args.note:
-        results["notes"] = [*results.get("notes", []), *args.note]
         save_results(args.work_dir, results)
     if not args.render_only:
-        date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        command = shlex.join([".venv/bin/python", "bench/bench_transformer.py", *sys.argv[1:]])
-        results.update(machine=machine_info(), date=date,
-                       commands=[*_commands(results), {"command": command, "date": date}])
+        started = invocation()
+        results.update(machine=machine_info(), date=started["date"], commands=[*_commands(results), started])
         results.pop("command", None)
         parts = args.parts.split(",")
         if "speed" in parts:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import subprocess
+import sys
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -48,10 +50,23 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def load_results(work_dir: str | Path) -> dict[str, Any]:
-    """The raw results a benchmark saved in ``work_dir`` (finished steps are skipped on a rerun); {} at first."""
+def invocation() -> dict[str, str]:
+    """How this benchmark was started (``.venv/bin/python bench/NAME.py ARGS``) and when, for its Commands list."""
+    script = Path(sys.argv[0]).resolve().relative_to(REPO)
+    return {"command": shlex.join([".venv/bin/python", str(script), *sys.argv[1:]]),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def load_results(work_dir: str | Path, notes: list[str] | None = None) -> dict[str, Any]:
+    """The raw results a benchmark saved in ``work_dir`` (finished steps are skipped on a rerun); {} at first.
+
+    ``notes`` (its ``--note`` lines) are appended to the saved ones.
+    """
     path = Path(work_dir) / "results.json"
-    return dict(json.loads(path.read_text())) if path.is_file() else {}
+    results = dict(json.loads(path.read_text())) if path.is_file() else {}
+    if notes:
+        results["notes"] = [*results.get("notes", []), *notes]
+    return results
 
 
 def save_results(work_dir: str | Path, results: dict[str, Any]) -> None:
