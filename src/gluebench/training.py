@@ -60,7 +60,7 @@ from gluebench.data.read import Example, Label
 from gluebench.errors import ConfigError, GluebenchError
 from gluebench.metrics import compute_metrics
 from gluebench.models.base import Batch, Feature, TaskModel
-from gluebench.runs import atomic_write_bytes, atomic_write_json
+from gluebench.runs import atomic_write_bytes, atomic_write_json, replace_directory
 from gluebench.tasks import TaskSpec
 
 T = TypeVar("T")
@@ -475,8 +475,7 @@ class _Checkpoints:
             except BaseException:  # a full disk: no half-written checkpoint stays behind to fill it further
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(tmp, target)
+            replace_directory(tmp, target)
             atomic_write_json(self.directory / "state.json", {**state.to_json(config), "dir": target.name})
             for old in self.directory.iterdir():
                 if old != target and old.is_dir() and (old.match(_STEP_GLOB) or old.name.endswith(".partial")):
