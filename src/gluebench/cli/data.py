@@ -47,8 +47,8 @@ def download_command(
     paths = download_glue(specs, data_dir, source=source, base_url=mirror, progress=not no_progress)
     where = data_dir or (hub_cache_snapshot() if source == "hub" else default_glue_cache())
     hub = sum(p.suffix == ".parquet" for p in paths)  # --source hub, or the fallback of a failed official host
-    kinds = [f"{len(paths) - hub} official", f"{hub} Hub (parquet)"]
-    counted = " and ".join(k for k, n in zip(kinds, (len(paths) - hub, hub), strict=True) if n) or "0"
+    counts = ((len(paths) - hub, "official"), (hub, "Hub (parquet)"))
+    counted = " and ".join(f"{n} {kind}" for n, kind in counts if n) or "0"
     console.print(f"{len(specs)} task(s), {counted} files verified in {where}")
     if os.environ.get("GLUE_DIR") and data_dir is None:
         console.print("[yellow]note:[/] $GLUE_DIR is set and is searched before the cache.")

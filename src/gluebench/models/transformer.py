@@ -351,8 +351,8 @@ class TransformerTaskModel(TaskModel):
                 or model.get_output_embeddings() is not None or not features):
             yield
             return
-        rows = torch.from_numpy(np.unique(np.concatenate([f["input_ids"] for f in features])))
-        trained_rows = TrainedRowsEmbedding(embedding, rows)
+        used = np.concatenate([f["input_ids"] for f in features])  # TrainedRowsEmbedding keeps each id once
+        trained_rows = TrainedRowsEmbedding(embedding, torch.from_numpy(used))
         model.set_input_embeddings(trained_rows)
         try:
             yield
