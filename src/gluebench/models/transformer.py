@@ -36,6 +36,8 @@ from gluebench.data.locate import cache_dir
 from gluebench.data.read import Example
 from gluebench.errors import GluebenchError
 from gluebench.models.base import Batch, Capability, FamilyOptions, Feature, ModelFamily, TaskModel, TokenOutputs
+from gluebench.models.dropout import numpy_dropout_masks
+from gluebench.models.first_token import first_token_top_layer
 from gluebench.models.row_embedding import TrainedRowsEmbedding
 from gluebench.runs import atomic_write_bytes, atomic_write_json
 from gluebench.tasks import TaskSpec
@@ -50,6 +52,8 @@ HEAD_HIDDEN = 512  # the frozen encoder's MLP head, as wide as the static family
 HEAD_DROPOUT = 0.1
 FROZEN_HEAD_LR = 1e-3  # the static family's rate: the frozen encoder's head is trained like its MLP head
 FROZEN_HEAD_EPOCHS = 20
+# equivalent layouts the loop trains instead of the model as it is (`TransformerTaskModel.training_layout`)
+TRAINING_LAYOUTS = frozenset({"trained-rows", "first-token", "numpy-dropout"})
 FROZEN_EXPORT = "frozen_head.json"  # marks an export of a frozen-encoder model (beside encoder/, head.safetensors)
 
 
@@ -237,6 +241,7 @@ class TransformerTaskModel(TaskModel):
 
     module: SequenceClassifier
     capabilities = frozenset({Capability.LAYER_OUTPUTS, Capability.TOKEN_OUTPUTS, Capability.WORD_EMBEDDINGS})
+    training_layouts: frozenset[str] = TRAINING_LAYOUTS  # the benchmark switches them off one at a time
 
     def __init__(self, task: TaskSpec, source: str, tokenizer: Any, model: PreTrainedModel, max_length: int,
                  label_order: Sequence[int] | None = None) -> None:
@@ -340,11 +345,26 @@ class TransformerTaskModel(TaskModel):
 
     @contextlib.contextmanager
     def training_layout(self, features: Sequence[Feature], weight_decay: float) -> Iterator[None]:
-        """Train only the token-embedding rows ``features`` use (`TrainedRowsEmbedding`), where that is exact.
+        """Train an equivalent, cheaper layout while the context lasts: each of `training_layouts`.
 
-        Exact when weight decay is zero (a row no training text uses then gets no update) and the embedding
-        is a plain, trainable one not tied to an output layer; otherwise the module stays as it is.
+        - ``trained-rows``: only the token-embedding rows ``features`` use are a parameter
+          (`TrainedRowsEmbedding`), where that is exact: zero weight decay (a row no training text uses then
+          gets no update) and a plain, trainable embedding not tied to an output layer;
+        - ``first-token``: the top layer runs at the first token only, which is all a BERT-family head
+          reads (`first_token_top_layer`);
+        - ``numpy-dropout``: dropout masks on a CPU come from numpy's generator (`numpy_dropout_masks`).
         """
+        with contextlib.ExitStack() as layouts:
+            if "trained-rows" in self.training_layouts:
+                layouts.enter_context(self._trained_rows(features, weight_decay))
+            if "first-token" in self.training_layouts:
+                layouts.enter_context(first_token_top_layer(self.module.model))
+            if "numpy-dropout" in self.training_layouts:
+                layouts.enter_context(numpy_dropout_masks(self.module))
+            yield
+
+    @contextlib.contextmanager
+    def _trained_rows(self, features: Sequence[Feature], weight_decay: float) -> Iterator[None]:
         model = self.module.model
         embedding = model.get_input_embeddings()
         if (weight_decay or not isinstance(embedding, nn.Embedding) or not embedding.weight.requires_grad

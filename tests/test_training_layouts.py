@@ -1,0 +1,178 @@
+"""The Transformer family's cheaper training layouts change no result: the first-token top layer gives the
+full model's logits and gradients (BERT, RoBERTa, ELECTRA, and MiniLM on real rows); numpy dropout masks drop
+at the stated rate, scale to an unbiased expectation, follow torch's seed, and train MiniLM as torch's do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    ElectraConfig,
+    ElectraForSequenceClassification,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
+
+from gluebench.artifacts import subsample
+from gluebench.config import TrainConfig
+from gluebench.data.read import read_split
+from gluebench.models import FamilyOptions, get_family
+from gluebench.models.dropout import LEVELS, keep_mask, numpy_dropout_masks
+from gluebench.models.first_token import first_token_top_layer
+from gluebench.models.transformer import TransformerTaskModel
+from gluebench.tasks import TASKS
+from gluebench.training import train
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SIZES = {"vocab_size": 120, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "intermediate_size": 48, "num_labels": 3, "max_position_embeddings": 64}
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+def _tiny(kind: str, attention: str, dropout: bool = True) -> nn.Module:
+    """A small randomly initialised sequence classifier of ``kind`` (no download needed)."""
+    sizes = {**SIZES, **({} if dropout else NO_DROPOUT)}
+    config: BertConfig | RobertaConfig | ElectraConfig
+    if kind == "bert":
+        config = BertConfig(**sizes)
+        model: nn.Module = BertForSequenceClassification(config)
+    elif kind == "roberta":
+        config = RobertaConfig(**sizes, pad_token_id=1)
+        model = RobertaForSequenceClassification(config)
+    else:
+        config = ElectraConfig(**sizes, embedding_size=16)
+        model = ElectraForSequenceClassification(config)
+    model.config._attn_implementation = attention
+    return model
+
+
+def _padded_batch() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 120, (4, 11), generator=generator)
+    mask = torch.ones_like(ids)
+    for row, length in enumerate([11, 7, 3, 9]):
+        mask[row, length:] = 0
+        ids[row, length:] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("kind", ["bert", "roberta", "electra"])
+def test_first_token_top_layer_gives_the_full_models_logits_and_gradients(kind: str, attention: str) -> None:
+    torch.manual_seed(1)
+    model = _tiny(kind, attention, dropout=False)
+    batch = _padded_batch()
+    model.train()  # no dropout configured: training mode is deterministic
+
+    def logits_and_grads() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        logits = model(**batch).logits
+        logits.pow(2).sum().backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    full, full_grads = logits_and_grads()  # the layer as transformers defines it
+    with first_token_top_layer(model) as applied:
+        fast, fast_grads = logits_and_grads()
+    assert applied
+    assert "forward" not in vars(model.base_model.encoder.layer[-1])  # the layer's own forward is back
+    assert torch.allclose(fast, full, rtol=1e-5, atol=1e-6)
+    # the top layer's queries, attention output and feed-forward get gradients from the first token alone,
+    # which is every gradient they get in the full model too
+    assert fast_grads.keys() <= full_grads.keys()
+    for name, grad in full_grads.items():
+        assert torch.allclose(fast_grads.get(name, torch.zeros_like(grad)), grad, rtol=1e-4, atol=1e-6), name
+
+
+def test_first_token_top_layer_leaves_other_heads_alone() -> None:
+    config = DistilBertConfig(vocab_size=120, dim=32, n_layers=2, n_heads=4, hidden_dim=48, num_labels=2)
+    model = DistilBertForSequenceClassification(config)
+    with first_token_top_layer(model) as applied:
+        assert not applied  # not a model type whose head is known to read only the first token
+    bert = _tiny("bert", "sdpa")
+    with first_token_top_layer(bert) as outer, first_token_top_layer(bert) as inner:
+        assert outer and not inner  # entered twice on one model (a shared encoder): applied once
+    assert "forward" not in vars(bert.base_model.encoder.layer[-1])
+
+
+def test_minilm_logits_on_real_rows_with_the_first_token_top_layer(glue_dir: Path) -> None:
+    task = TASKS["MRPC"]
+    rows = read_split(task, "dev", glue_dir)[:24]  # sentence pairs: two segments, padded batches
+    model = get_family("minilm").build(task, rows, FamilyOptions(max_length=128), seed=0)
+    assert isinstance(model, TransformerTaskModel)
+    batch = model.collate(model.encode(rows))
+    model.module.eval()
+    with torch.no_grad():
+        full = model.module(**batch)
+        with first_token_top_layer(model.module.model) as applied:
+            fast = model.module(**batch)
+    assert applied and batch["attention_mask"].min() == 0
+    assert torch.allclose(fast, full, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_numpy_dropout_masks_drop_at_the_rate_and_keep_the_expectation(dtype: torch.dtype) -> None:
+    p, shape = 0.1, torch.Size([64, 50, 40])
+    torch.manual_seed(7)
+    mask = keep_mask(shape, p, dtype)
+    assert mask.shape == shape and mask.dtype == dtype
+    dropped_probability = round(p * LEVELS) / LEVELS
+    scale = torch.tensor(1 / (1 - dropped_probability), dtype=dtype)
+    values = set(torch.unique(mask).tolist())
+    assert values == {0.0, scale.item()}
+    dropped = int((mask == 0).sum())
+    # a two-sided binomial test of the drop count at the rounded probability
+    assert stats.binomtest(dropped, shape.numel(), dropped_probability).pvalue > 1e-3
+    kept_fraction = 1 - dropped / shape.numel()
+    assert abs(kept_fraction * scale.double().item() - 1) < 0.01  # E[mask] = 1 (to bf16's rounding of scale)
+    torch.manual_seed(7)
+    assert torch.equal(keep_mask(shape, p, dtype), mask)  # torch's seed decides the mask
+    assert not torch.equal(keep_mask(shape, p, dtype), mask)  # and the next mask is another
+
+
+def test_numpy_dropout_masks_replace_torch_masks_in_training_only() -> None:
+    model = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.25), nn.Linear(8, 2), nn.Dropout(0.5, inplace=True))
+    x = torch.randn(500, 8, requires_grad=True)
+    with numpy_dropout_masks(model) as changed:
+        assert changed == 1  # the in-place dropout is left as it is
+        hidden = model[0](x)
+        torch.manual_seed(3)
+        out = model[1](hidden)
+        torch.manual_seed(3)
+        mask = keep_mask(hidden.shape, 0.25, hidden.dtype)
+        assert torch.equal(out, hidden * mask)
+        out.sum().backward()
+        assert torch.allclose(x.grad, mask @ model[0].weight)  # the gradient goes through the same mask
+        model.eval()
+        assert torch.equal(model[1](hidden), hidden)  # no dropout at evaluation
+    assert "forward" not in vars(model[1])
+
+
+def test_minilm_trains_as_well_with_numpy_dropout_masks(glue_dir: Path) -> None:
+    """Both mask generators, the same seed on real SST-2 rows: numpy's masks learn as torch's do."""
+    task = TASKS["SST-2"]
+    rows = subsample(read_split(task, "train", glue_dir), 480)
+    dev = read_split(task, "dev", glue_dir)[:400]
+    majority = max(np.mean([e.label == label for e in dev]) for label in task.labels) * 100
+
+    def dev_accuracy(layouts: frozenset[str], seed: int) -> float:
+        model = get_family("minilm").build(task, rows, FamilyOptions(max_length=64), seed=seed)
+        assert isinstance(model, TransformerTaskModel)
+        model.training_layouts = layouts
+        outcome = train(model, task, rows, {"dev": dev}, TrainConfig(
+            epochs=2, batch_size=32, lr=1e-4, warmup_ratio=0.1, progress=False, seed=seed))
+        return float(outcome.history[-1]["accuracy"])
+
+    with_numpy = dev_accuracy(frozenset({"trained-rows", "first-token", "numpy-dropout"}), seed=0)
+    with_torch = dev_accuracy(frozenset({"trained-rows", "first-token"}), seed=0)
+    assert with_numpy > majority + 10
+    assert abs(with_numpy - with_torch) < 5  # one seed's spread: other masks, another run
