@@ -43,6 +43,9 @@ SYSTEMS = ("gluebench", "hf-dynamic", "hf-pad128")
 BEST = ("gluebench", "hf-grouped", "gluebench-bf16", "hf-grouped-bf16")
 # part "compile": gluebench bf16, eager against torch.compile (--torch-compile), over several epochs
 COMPILE = ("gluebench-bf16", "gluebench-bf16-compile")
+# part "layouts": gluebench bf16 with its equivalent training layouts added one at a time (an ablation)
+LAYOUTS = {"none": (), "trained-rows": ("trained-rows",), "+ first-token": ("trained-rows", "first-token"),
+           "+ numpy-dropout": ("trained-rows", "first-token", "numpy-dropout")}
 LAYERS, HIDDEN, FFN = 6, 384, 1536  # MiniLM-L6-H384
 # microsoft/unilm MiniLM README, MiniLM-L6-H384 (distilled from UniLMv2-base), dev sets
 PUBLISHED = {"SST-2": 91.5, "MRPC": 88.9, "CoLA": 47.5, "RTE": 68.8}
@@ -67,12 +70,18 @@ def _slice(args: argparse.Namespace) -> tuple[Any, list[Any], list[Any]]:
     return task, subsample(read_split(task, "train", glue), args.speed_train), read_split(task, "dev", glue)
 
 
-def speed_gluebench(args: argparse.Namespace, precision: str = "fp32", compiled: bool = False) -> dict[str, Any]:
+def speed_gluebench(args: argparse.Namespace, precision: str = "fp32", compiled: bool = False,
+                    layouts: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """gluebench ``train`` on the slice; ``layouts`` replaces the family's training layouts (default: all)."""
     from gluebench.models import FamilyOptions, get_family
+    from gluebench.models.transformer import TransformerTaskModel
     from gluebench.training import TrainConfig, train
 
     task, train_set, dev = _slice(args)
     model = get_family("minilm").build(task, train_set, FamilyOptions(max_length=128), seed=args.seed)
+    assert isinstance(model, TransformerTaskModel)
+    if layouts is not None:
+        model.training_layouts = frozenset(layouts)
     config = TrainConfig(epochs=args.speed_epochs, batch_size=args.batch_size, lr=args.lr, warmup_ratio=0.1,
                          seed=args.seed, patience=99, progress=False,
                          mixed_precision=None if precision == "fp32" else precision, torch_compile=compiled)
@@ -82,7 +91,7 @@ def speed_gluebench(args: argparse.Namespace, precision: str = "fp32", compiled:
     return {"examples_per_second": outcome.examples_per_second, "train_seconds": outcome.train_seconds,
             "dev": last[task.main_metric], "epoch_seconds": [h["seconds"] for h in outcome.history],
             "dev_per_epoch": [h[task.main_metric] for h in outcome.history], "lengths": lengths,
-            "precision": precision, "compiled": compiled}
+            "precision": precision, "compiled": compiled, "layouts": sorted(model.training_layouts)}
 
 
 def speed_hf(args: argparse.Namespace, pad_to_128: bool, grouped: bool = False, bf16: bool = False) -> dict[str, Any]:
@@ -305,6 +314,8 @@ def worker(args: argparse.Namespace) -> None:
                   else speed_hf(args, pad_to_128=False, grouped=True, bf16=bf16))
     elif kind == "compile":
         result = speed_gluebench(args, "bf16", compiled=name.endswith("-compile"))
+    elif kind == "layouts":
+        result = speed_gluebench(args, "bf16", layouts=LAYOUTS[name])
     elif kind == "ceiling":
         result = ceiling(args)
     elif kind == "profile":
@@ -451,6 +462,7 @@ def render(args: argparse.Namespace, results: dict[str, Any]) -> str:
                   "close most of the gap to hf-dynamic; it is not its default and not what run_glue uses.", ""]
     lines += _render_best(args, results)
     lines += _render_compile(results)
+    lines += _render_layouts(results)
     tasks: dict[str, list[dict[str, Any]]] = {}
     for key, value in results.items():
         if key.startswith("task:"):
@@ -549,6 +561,40 @@ def _render_compile(results: dict[str, Any]) -> list[str]:
                  f"warm cache and {high / saved_per_example:,.0f} with a cold one."
                  if saved_per_example > 0 else "It does not pay for itself."), ""]
     return lines
+
+
+def _render_layouts(results: dict[str, Any]) -> list[str]:
+    """The ablation of the training layouts: each added to the previous ones, rate and dev per round."""
+    cfg = results.get("layouts_config")
+    rounds = sorted({int(k.rpartition("#")[2]) for k in results if k.startswith("layouts:")})
+    table = {n: [results.get(f"layouts:{name}#{n}") for name in LAYOUTS] for n in rounds}
+    table = {n: r for n, r in table.items() if all(r)}
+    if not cfg or not table:
+        return []
+    names = list(LAYOUTS)
+    lines = ["## Training layouts, one at a time (bf16)", "",
+             f"gluebench `train` in bf16 on the same {cfg['train']} SST-2 sentences, {cfg['epochs']} epoch(s), "
+             f"batch {cfg['batch_size']}, {cfg['threads']} threads, with the Transformer family's equivalent "
+             "training layouts (`TransformerTaskModel.training_layout`) added one at a time: `trained-rows` "
+             "(only the embedding rows the texts use are a parameter), `first-token` (the top layer computed at "
+             "[CLS] only, all the head reads), `numpy-dropout` (dropout masks drawn by numpy instead of torch's "
+             "CPU bernoulli). Rounds alternate the order; ratios are against no layout in the same round.", "",
+             "| round | " + " | ".join(f"{n} ex/s" for n in names) + " | " + " | ".join(
+                 f"{n} / none" for n in names[1:]) + " | dev (same order) | load (1 min) |",
+             "|---|" + "---:|" * (2 * len(names) - 1) + "---|---|"]
+    ratios: dict[str, list[float]] = {n: [] for n in names[1:]}
+    for n, runs in table.items():
+        rates = [r["examples_per_second"] for r in runs]
+        for name, rate in zip(names[1:], rates[1:], strict=True):
+            ratios[name].append(rate / rates[0])
+        lines.append(f"| {n} | " + " | ".join(f"{r:.1f}" for r in rates) + " | " + " | ".join(
+            f"{r / rates[0]:.2f}x" for r in rates[1:]) + " | " + " / ".join(f"{r['dev']:.2f}" for r in runs)
+            + " | " + " / ".join(f"{r['load_average'][0]:.1f}" for r in runs) + " |")
+    medians = [float(np.median([r["examples_per_second"] for r in (runs[i] for runs in table.values())]))
+               for i in range(len(names))]
+    lines.append("| median | " + " | ".join(f"{m:.1f}" for m in medians) + " | " + " | ".join(
+        f"**{float(np.median(ratios[name])):.2f}x**" for name in names[1:]) + " | | |")
+    return [*lines, ""]
 
 
 def flops_per_example(length: int) -> float:
@@ -741,6 +787,13 @@ def main() -> None:
                 order = COMPILE if number % 2 else tuple(reversed(COMPILE))
                 for system in order:
                     _step(args, results, f"compile:{system}#{number}", f"compile:{system}",
+                          "--seed", str(args.seed + number - 1))
+        if "layouts" in parts:
+            results["layouts_config"] = {"train": args.speed_train, "epochs": args.speed_epochs,
+                                         "batch_size": args.batch_size, "threads": args.threads}
+            for number in range(1, args.speed_rounds + 1):
+                for name in LAYOUTS if number % 2 else reversed(LAYOUTS):
+                    _step(args, results, f"layouts:{name}#{number}", f"layouts:{name}",
                           "--seed", str(args.seed + number - 1))
         if "profile" in parts:
             for precision in ("fp32", "bf16"):
