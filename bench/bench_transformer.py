@@ -45,7 +45,8 @@ BEST = ("gluebench", "hf-grouped", "gluebench-bf16", "hf-grouped-bf16")
 COMPILE = ("gluebench-bf16", "gluebench-bf16-compile")
 # part "layouts": gluebench bf16 with its equivalent training layouts added one at a time (an ablation)
 LAYOUTS = {"none": (), "trained-rows": ("trained-rows",), "+ first-token": ("trained-rows", "first-token"),
-           "+ numpy-dropout": ("trained-rows", "first-token", "numpy-dropout")}
+           "+ fused-qkv": ("trained-rows", "first-token", "fused-qkv"),
+           "+ numpy-dropout": ("trained-rows", "first-token", "fused-qkv", "numpy-dropout")}
 LAYERS, HIDDEN, FFN = 6, 384, 1536  # MiniLM-L6-H384
 # microsoft/unilm MiniLM README, MiniLM-L6-H384 (distilled from UniLMv2-base), dev sets
 PUBLISHED = {"SST-2": 91.5, "MRPC": 88.9, "CoLA": 47.5, "RTE": 68.8}
@@ -577,7 +578,8 @@ def _render_layouts(results: dict[str, Any]) -> list[str]:
              f"batch {cfg['batch_size']}, {cfg['threads']} threads, with the Transformer family's equivalent "
              "training layouts (`TransformerTaskModel.training_layout`) added one at a time: `trained-rows` "
              "(only the embedding rows the texts use are a parameter), `first-token` (the top layer computed at "
-             "[CLS] only, all the head reads), `numpy-dropout` (dropout masks drawn by numpy instead of torch's "
+             "[CLS] only, all the head reads), `fused-qkv` (query, key and value projections as one matmul), "
+             "`numpy-dropout` (dropout masks drawn by numpy instead of torch's "
              "CPU bernoulli). Rounds alternate the order; ratios are against no layout in the same round.", "",
              "| round | " + " | ".join(f"{n} ex/s" for n in names) + " | " + " | ".join(
                  f"{n} / none" for n in names[1:]) + " | dev (same order) | load (1 min) |",

@@ -1,9 +1,11 @@
-"""The Transformer family's cheaper training layouts change no result: the first-token top layer gives the
-full model's logits and gradients (BERT, RoBERTa, ELECTRA, and MiniLM on real rows); numpy dropout masks drop
-at the stated rate, scale to an unbiased expectation, follow torch's seed, and train MiniLM as torch's do."""
+"""The Transformer family's cheaper training layouts change no result: the fused query/key/value projection
+and the first-token top layer, alone and together, give the full model's logits and gradients (BERT, RoBERTa,
+ELECTRA, and MiniLM on real rows); numpy dropout masks drop at the stated rate, scale to an unbiased
+expectation, follow torch's seed, and train MiniLM as torch's do."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +28,9 @@ from gluebench.artifacts import subsample
 from gluebench.config import TrainConfig
 from gluebench.data.read import read_split
 from gluebench.models import FamilyOptions, get_family
+from gluebench.models.bert_layers import first_token_top_layer, fused_qkv_attention
 from gluebench.models.dropout import LEVELS, keep_mask, numpy_dropout_masks
-from gluebench.models.first_token import first_token_top_layer
-from gluebench.models.transformer import TransformerTaskModel
+from gluebench.models.transformer import TRAINING_LAYOUTS, TransformerTaskModel
 from gluebench.tasks import TASKS
 from gluebench.training import train
 
@@ -66,9 +68,18 @@ def _padded_batch() -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
+def _bert_layouts(model: nn.Module, layouts: str) -> contextlib.ExitStack:
+    stack = contextlib.ExitStack()
+    for name in layouts.split("+"):
+        layout = {"first-token": first_token_top_layer, "fused-qkv": fused_qkv_attention}[name]
+        assert stack.enter_context(layout(model))  # applied
+    return stack
+
+
+@pytest.mark.parametrize("layouts", ["first-token", "fused-qkv", "first-token+fused-qkv"])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("kind", ["bert", "roberta", "electra"])
-def test_first_token_top_layer_gives_the_full_models_logits_and_gradients(kind: str, attention: str) -> None:
+def test_bert_layouts_give_the_full_models_logits_and_gradients(kind: str, attention: str, layouts: str) -> None:
     torch.manual_seed(1)
     model = _tiny(kind, attention, dropout=False)
     batch = _padded_batch()
@@ -81,10 +92,10 @@ def test_first_token_top_layer_gives_the_full_models_logits_and_gradients(kind: 
         return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     full, full_grads = logits_and_grads()  # the layer as transformers defines it
-    with first_token_top_layer(model) as applied:
+    with _bert_layouts(model, layouts):
         fast, fast_grads = logits_and_grads()
-    assert applied
-    assert "forward" not in vars(model.base_model.encoder.layer[-1])  # the layer's own forward is back
+    for layer in model.base_model.encoder.layer:  # the layers' own forwards are back
+        assert "forward" not in vars(layer) and "forward" not in vars(layer.attention.self)
     assert torch.allclose(fast, full, rtol=1e-5, atol=1e-6)
     # the top layer's queries, attention output and feed-forward get gradients from the first token alone,
     # which is every gradient they get in the full model too
@@ -93,18 +104,18 @@ def test_first_token_top_layer_gives_the_full_models_logits_and_gradients(kind: 
         assert torch.allclose(fast_grads.get(name, torch.zeros_like(grad)), grad, rtol=1e-4, atol=1e-6), name
 
 
-def test_first_token_top_layer_leaves_other_heads_alone() -> None:
+def test_bert_layouts_leave_other_models_alone() -> None:
     config = DistilBertConfig(vocab_size=120, dim=32, n_layers=2, n_heads=4, hidden_dim=48, num_labels=2)
     model = DistilBertForSequenceClassification(config)
-    with first_token_top_layer(model) as applied:
-        assert not applied  # not a model type whose head is known to read only the first token
+    with first_token_top_layer(model) as first, fused_qkv_attention(model) as fused:
+        assert not first and not fused  # not a model type with BERT's layers and a first-token head
     bert = _tiny("bert", "sdpa")
     with first_token_top_layer(bert) as outer, first_token_top_layer(bert) as inner:
         assert outer and not inner  # entered twice on one model (a shared encoder): applied once
     assert "forward" not in vars(bert.base_model.encoder.layer[-1])
 
 
-def test_minilm_logits_on_real_rows_with_the_first_token_top_layer(glue_dir: Path) -> None:
+def test_minilm_logits_on_real_rows_with_the_bert_layouts(glue_dir: Path) -> None:
     task = TASKS["MRPC"]
     rows = read_split(task, "dev", glue_dir)[:24]  # sentence pairs: two segments, padded batches
     model = get_family("minilm").build(task, rows, FamilyOptions(max_length=128), seed=0)
@@ -113,9 +124,9 @@ def test_minilm_logits_on_real_rows_with_the_first_token_top_layer(glue_dir: Pat
     model.module.eval()
     with torch.no_grad():
         full = model.module(**batch)
-        with first_token_top_layer(model.module.model) as applied:
+        with _bert_layouts(model.module.model, "first-token+fused-qkv"):
             fast = model.module(**batch)
-    assert applied and batch["attention_mask"].min() == 0
+    assert batch["attention_mask"].min() == 0
     assert torch.allclose(fast, full, rtol=1e-4, atol=1e-5)
 
 
@@ -172,7 +183,7 @@ def test_minilm_trains_as_well_with_numpy_dropout_masks(glue_dir: Path) -> None:
             epochs=2, batch_size=32, lr=1e-4, warmup_ratio=0.1, progress=False, seed=seed))
         return float(outcome.history[-1]["accuracy"])
 
-    with_numpy = dev_accuracy(frozenset({"trained-rows", "first-token", "numpy-dropout"}), seed=0)
-    with_torch = dev_accuracy(frozenset({"trained-rows", "first-token"}), seed=0)
+    with_numpy = dev_accuracy(TRAINING_LAYOUTS, seed=0)
+    with_torch = dev_accuracy(TRAINING_LAYOUTS - {"numpy-dropout"}, seed=0)
     assert with_numpy > majority + 10
     assert abs(with_numpy - with_torch) < 5  # one seed's spread: other masks, another run

@@ -36,8 +36,8 @@ from gluebench.data.locate import cache_dir
 from gluebench.data.read import Example
 from gluebench.errors import GluebenchError
 from gluebench.models.base import Batch, Capability, FamilyOptions, Feature, ModelFamily, TaskModel, TokenOutputs
+from gluebench.models.bert_layers import first_token_top_layer, fused_qkv_attention
 from gluebench.models.dropout import numpy_dropout_masks
-from gluebench.models.first_token import first_token_top_layer
 from gluebench.models.row_embedding import TrainedRowsEmbedding
 from gluebench.runs import atomic_write_bytes, atomic_write_json
 from gluebench.tasks import TaskSpec
@@ -53,7 +53,7 @@ HEAD_DROPOUT = 0.1
 FROZEN_HEAD_LR = 1e-3  # the static family's rate: the frozen encoder's head is trained like its MLP head
 FROZEN_HEAD_EPOCHS = 20
 # equivalent layouts the loop trains instead of the model as it is (`TransformerTaskModel.training_layout`)
-TRAINING_LAYOUTS = frozenset({"trained-rows", "first-token", "numpy-dropout"})
+TRAINING_LAYOUTS = frozenset({"trained-rows", "first-token", "fused-qkv", "numpy-dropout"})
 FROZEN_EXPORT = "frozen_head.json"  # marks an export of a frozen-encoder model (beside encoder/, head.safetensors)
 
 
@@ -352,6 +352,8 @@ class TransformerTaskModel(TaskModel):
           gets no update) and a plain, trainable embedding not tied to an output layer;
         - ``first-token``: the top layer runs at the first token only, which is all a BERT-family head
           reads (`first_token_top_layer`);
+        - ``fused-qkv``: a BERT-family layer's query, key and value projections as one matmul
+          (`fused_qkv_attention`);
         - ``numpy-dropout``: dropout masks on a CPU come from numpy's generator (`numpy_dropout_masks`).
         """
         with contextlib.ExitStack() as layouts:
@@ -359,6 +361,8 @@ class TransformerTaskModel(TaskModel):
                 layouts.enter_context(self._trained_rows(features, weight_decay))
             if "first-token" in self.training_layouts:
                 layouts.enter_context(first_token_top_layer(self.module.model))
+            if "fused-qkv" in self.training_layouts:
+                layouts.enter_context(fused_qkv_attention(self.module.model))
             if "numpy-dropout" in self.training_layouts:
                 layouts.enter_context(numpy_dropout_masks(self.module))
             yield
