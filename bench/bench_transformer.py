@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import resource
@@ -47,6 +48,7 @@ COMPILE = ("gluebench-bf16", "gluebench-bf16-compile")
 LAYOUTS = {"none": (), "trained-rows": ("trained-rows",), "+ first-token": ("trained-rows", "first-token"),
            "+ fused-qkv": ("trained-rows", "first-token", "fused-qkv"),
            "+ numpy-dropout": ("trained-rows", "first-token", "fused-qkv", "numpy-dropout")}
+LAYOUT_TURN_STEPS = 4  # optimiser steps each layout set runs before the next one's turn
 LAYERS, HIDDEN, FFN = 6, 384, 1536  # MiniLM-L6-H384
 # microsoft/unilm MiniLM README, MiniLM-L6-H384 (distilled from UniLMv2-base), dev sets
 PUBLISHED = {"SST-2": 91.5, "MRPC": 88.9, "CoLA": 47.5, "RTE": 68.8}
@@ -93,6 +95,49 @@ def speed_gluebench(args: argparse.Namespace, precision: str = "fp32", compiled:
             "dev": last[task.main_metric], "epoch_seconds": [h["seconds"] for h in outcome.history],
             "dev_per_epoch": [h[task.main_metric] for h in outcome.history], "lengths": lengths,
             "precision": precision, "compiled": compiled, "layouts": sorted(model.training_layouts)}
+
+
+def layout_steps(args: argparse.Namespace) -> dict[str, Any]:
+    """The training layouts' ablation in one process: a MiniLM per layout set (`LAYOUTS`) trains bf16 on the
+    same slice, the sets taking turns every few optimiser steps, so load from other processes hits all alike.
+
+    Epoch 1 is a warm-up (oneDNN makes its kernels for each set's shapes); epoch 2 is timed; then dev.
+    """
+    from gluebench.models import FamilyOptions, get_family
+    from gluebench.models.transformer import TransformerTaskModel
+    from gluebench.training import TaskData, TrainConfig, _optimizer_step, _start, evaluate
+
+    task, train_set, dev = _slice(args)
+    config = TrainConfig(epochs=2, batch_size=args.batch_size, lr=args.lr, warmup_ratio=0.1, seed=args.seed,
+                         patience=99, progress=False, mixed_precision="bf16")
+    layouts = contextlib.ExitStack()  # each model's training layouts, open until the end
+    runs, models = {}, {}
+    for name, chosen in LAYOUTS.items():
+        model = get_family("minilm").build(task, train_set, FamilyOptions(max_length=128), seed=args.seed)
+        assert isinstance(model, TransformerTaskModel)
+        model.training_layouts = frozenset(chosen)
+        runs[name] = _start([TaskData(task, model, train_set, {"dev": dev})], config, None, False, None, layouts)
+        runs[name].module.train()
+        models[name] = model
+    seconds = dict.fromkeys(runs, 0.0)
+    for epoch in (1, 2):
+        steps = {name: [[b] for b in run.sampler.epoch(epoch, [task.name])] for name, run in runs.items()}
+        count = len(steps[next(iter(steps))])
+        for turn, start in enumerate(range(0, count, LAYOUT_TURN_STEPS)):
+            for name in list(runs) if turn % 2 == 0 else list(reversed(runs)):
+                began = time.perf_counter()
+                for step in steps[name][start:start + LAYOUT_TURN_STEPS]:
+                    _optimizer_step(runs[name], step)
+                if epoch == 2:
+                    seconds[name] += time.perf_counter() - began
+    devs = {}
+    for name, run in runs.items():
+        encoded = run.tasks[task.name]
+        metrics, _ = evaluate(models[name], task, encoded.dev, run.accelerator, 128)
+        devs[name] = metrics[task.main_metric]
+    layouts.close()
+    return {"rates": {name: len(train_set) / seconds[name] for name in runs}, "dev": devs,
+            "turn_steps": LAYOUT_TURN_STEPS}
 
 
 def speed_hf(args: argparse.Namespace, pad_to_128: bool, grouped: bool = False, bf16: bool = False) -> dict[str, Any]:
@@ -316,7 +361,7 @@ def worker(args: argparse.Namespace) -> None:
     elif kind == "compile":
         result = speed_gluebench(args, "bf16", compiled=name.endswith("-compile"))
     elif kind == "layouts":
-        result = speed_gluebench(args, "bf16", layouts=LAYOUTS[name])
+        result = layout_steps(args)
     elif kind == "ceiling":
         result = ceiling(args)
     elif kind == "profile":
@@ -565,37 +610,41 @@ def _render_compile(results: dict[str, Any]) -> list[str]:
 
 
 def _render_layouts(results: dict[str, Any]) -> list[str]:
-    """The ablation of the training layouts: each added to the previous ones, rate and dev per round."""
+    """The ablation of the training layouts: each added to the previous ones, rates and dev per round."""
     cfg = results.get("layouts_config")
-    rounds = sorted({int(k.rpartition("#")[2]) for k in results if k.startswith("layouts:")})
-    table = {n: [results.get(f"layouts:{name}#{n}") for name in LAYOUTS] for n in rounds}
-    table = {n: r for n, r in table.items() if all(r)}
+    table = {int(k.rpartition("#")[2]): r for k, r in results.items() if k.startswith("layouts#")}
     if not cfg or not table:
         return []
     names = list(LAYOUTS)
+    turn = next(iter(table.values()))["turn_steps"]
     lines = ["## Training layouts, one at a time (bf16)", "",
-             f"gluebench `train` in bf16 on the same {cfg['train']} SST-2 sentences, {cfg['epochs']} epoch(s), "
-             f"batch {cfg['batch_size']}, {cfg['threads']} threads, with the Transformer family's equivalent "
-             "training layouts (`TransformerTaskModel.training_layout`) added one at a time: `trained-rows` "
-             "(only the embedding rows the texts use are a parameter), `first-token` (the top layer computed at "
-             "[CLS] only, all the head reads), `fused-qkv` (query, key and value projections as one matmul), "
-             "`numpy-dropout` (dropout masks drawn by numpy instead of torch's "
-             "CPU bernoulli). Rounds alternate the order; ratios are against no layout in the same round.", "",
+             f"gluebench's loop (`_optimizer_step`) in bf16 on the same {cfg['train']} SST-2 sentences, batch "
+             f"{cfg['batch_size']}, {cfg['threads']} threads, with the Transformer family's equivalent training "
+             "layouts (`TransformerTaskModel.training_layout`) added one at a time: `trained-rows` (only the "
+             "embedding rows the texts use are a parameter), `first-token` (the top layer computed at [CLS] "
+             "only, all the head reads), `fused-qkv` (query, key and value projections as one matmul), "
+             "`numpy-dropout` (dropout masks drawn by numpy instead of torch's CPU `bernoulli_`). One process "
+             f"per round holds a model per column; they take turns every {turn} optimiser steps over the same "
+             "batches, so the machine's load hits all alike. Epoch 1 warms up (oneDNN's kernels for each "
+             "column's shapes), epoch 2 is timed; dev after the two epochs.", "",
              "| round | " + " | ".join(f"{n} ex/s" for n in names) + " | " + " | ".join(
                  f"{n} / none" for n in names[1:]) + " | dev (same order) | load (1 min) |",
              "|---|" + "---:|" * (2 * len(names) - 1) + "---|---|"]
     ratios: dict[str, list[float]] = {n: [] for n in names[1:]}
-    for n, runs in table.items():
-        rates = [r["examples_per_second"] for r in runs]
+    for n, r in sorted(table.items()):
+        rates = [r["rates"][name] for name in names]
         for name, rate in zip(names[1:], rates[1:], strict=True):
             ratios[name].append(rate / rates[0])
-        lines.append(f"| {n} | " + " | ".join(f"{r:.1f}" for r in rates) + " | " + " | ".join(
-            f"{r / rates[0]:.2f}x" for r in rates[1:]) + " | " + " / ".join(f"{r['dev']:.2f}" for r in runs)
-            + " | " + " / ".join(f"{r['load_average'][0]:.1f}" for r in runs) + " |")
-    medians = [float(np.median([r["examples_per_second"] for r in (runs[i] for runs in table.values())]))
-               for i in range(len(names))]
+        lines.append(f"| {n} | " + " | ".join(f"{x:.1f}" for x in rates) + " | " + " | ".join(
+            f"{x / rates[0]:.2f}x" for x in rates[1:]) + " | " + " / ".join(f"{r['dev'][name]:.2f}" for name in names)
+            + f" | {r['load_average'][0]:.1f} |")
+    medians = [float(np.median([r["rates"][name] for r in table.values()])) for name in names]
     lines.append("| median | " + " | ".join(f"{m:.1f}" for m in medians) + " | " + " | ".join(
         f"**{float(np.median(ratios[name])):.2f}x**" for name in names[1:]) + " | | |")
+    steps = [float(np.median([r["rates"][b] / r["rates"][a] for r in table.values()]))
+             for a, b in itertools.pairwise(names)]
+    lines += ["", "Each layout against the column before it (median of rounds): " + ", ".join(
+        f"`{b.lstrip('+ ')}` {x:.2f}x" for b, x in zip(names[1:], steps, strict=True)) + "."]
     return [*lines, ""]
 
 
@@ -794,9 +843,7 @@ def main() -> None:
             results["layouts_config"] = {"train": args.speed_train, "epochs": args.speed_epochs,
                                          "batch_size": args.batch_size, "threads": args.threads}
             for number in range(1, args.speed_rounds + 1):
-                for name in LAYOUTS if number % 2 else reversed(LAYOUTS):
-                    _step(args, results, f"layouts:{name}#{number}", f"layouts:{name}",
-                          "--seed", str(args.seed + number - 1))
+                _step(args, results, f"layouts#{number}", "layouts:", "--seed", str(args.seed + number - 1))
         if "profile" in parts:
             for precision in ("fp32", "bf16"):
                 _step(args, results, f"profile:{precision}", f"profile:{precision}")
