@@ -32,7 +32,7 @@ from gluebench.models.bert_layers import first_token_top_layer, fused_qkv_attent
 from gluebench.models.dropout import LEVELS, keep_mask, numpy_dropout_masks
 from gluebench.models.transformer import TRAINING_LAYOUTS, TransformerTaskModel
 from gluebench.tasks import TASKS
-from gluebench.training import train
+from gluebench.training import make_accelerator, predict_outputs, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -187,3 +187,17 @@ def test_minilm_trains_as_well_with_numpy_dropout_masks(glue_dir: Path) -> None:
     with_torch = dev_accuracy(TRAINING_LAYOUTS - {"numpy-dropout"}, seed=0)
     assert with_numpy > majority + 10
     assert abs(with_numpy - with_torch) < 5  # one seed's spread: other masks, another run
+
+
+def test_minilm_predictions_with_the_prediction_layout_equal_the_full_models(glue_dir: Path) -> None:
+    task = TASKS["STS-B"]  # a regression head: scores, not only an argmax, must be the same
+    rows = read_split(task, "dev", glue_dir)[:40]
+    model = get_family("minilm").build(task, rows, FamilyOptions(max_length=128), seed=0)
+    features = model.encode(rows)
+    predicted = predict_outputs(model, task, features, make_accelerator())
+    model.module.eval()
+    with torch.no_grad():
+        full = model.module(**model.collate(features))
+    assert predicted.shape == (40,)
+    assert torch.allclose(predicted, full, rtol=1e-4, atol=1e-5)
+    assert all("forward" not in vars(layer) for layer in model.module.model.base_model.encoder.layer)

@@ -232,7 +232,9 @@ def predict_outputs(
     was_training = module.training
     module.eval()
     pieces: list[tuple[list[int], torch.Tensor]] = []
-    with torch.inference_mode(), accelerator.autocast():  # bf16/fp16 where the accelerator was set up so
+    # autocast: bf16/fp16 where the accelerator was set up so; the family's prediction layout (a Transformer
+    # computes its top layer at the first token only)
+    with torch.inference_mode(), accelerator.autocast(), model.prediction_layout():
         for indices in batches:
             batch = _to_device(model.collate([features[i] for i in indices]), accelerator.device)
             pieces.append((indices, module(**batch).float().cpu()))

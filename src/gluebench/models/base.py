@@ -117,6 +117,13 @@ class TaskModel(ABC):
         """
         yield
 
+    @contextlib.contextmanager
+    def prediction_layout(self) -> Iterator[None]:
+        """The module laid out for predicting outputs (logits, scores) while the context lasts (default: as
+        it is); a family may compute only what its output needs (the Transformer family: the top layer at
+        the first token)."""
+        yield
+
     def layer_outputs(self, batch: Batch) -> dict[str, torch.Tensor]:
         """LAYER_OUTPUTS: ``[B, width]`` per example at each named layer, in forward order, the output last."""
         raise UnsupportedCapability(type(self).__name__, Capability.LAYER_OUTPUTS)

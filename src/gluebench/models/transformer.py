@@ -368,6 +368,12 @@ class TransformerTaskModel(TaskModel):
             yield
 
     @contextlib.contextmanager
+    def prediction_layout(self) -> Iterator[None]:
+        """Logits need the top layer at the first token only, and the fused projections (both exact)."""
+        with first_token_top_layer(self.module.model), fused_qkv_attention(self.module.model):
+            yield
+
+    @contextlib.contextmanager
     def _trained_rows(self, features: Sequence[Feature], weight_decay: float) -> Iterator[None]:
         model = self.module.model
         embedding = model.get_input_embeddings()
