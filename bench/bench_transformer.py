@@ -73,9 +73,8 @@ def _slice(args: argparse.Namespace) -> tuple[Any, list[Any], list[Any]]:
     return task, subsample(read_split(task, "train", glue), args.speed_train), read_split(task, "dev", glue)
 
 
-def speed_gluebench(args: argparse.Namespace, precision: str = "fp32", compiled: bool = False,
-                    layouts: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """gluebench ``train`` on the slice; ``layouts`` replaces the family's training layouts (default: all)."""
+def speed_gluebench(args: argparse.Namespace, precision: str = "fp32", compiled: bool = False) -> dict[str, Any]:
+    """gluebench ``train`` on the slice, with the family's training layouts (recorded in the result)."""
     from gluebench.models import FamilyOptions, get_family
     from gluebench.models.transformer import TransformerTaskModel
     from gluebench.training import TrainConfig, train
@@ -83,8 +82,6 @@ def speed_gluebench(args: argparse.Namespace, precision: str = "fp32", compiled:
     task, train_set, dev = _slice(args)
     model = get_family("minilm").build(task, train_set, FamilyOptions(max_length=128), seed=args.seed)
     assert isinstance(model, TransformerTaskModel)
-    if layouts is not None:
-        model.training_layouts = frozenset(layouts)
     config = TrainConfig(epochs=args.speed_epochs, batch_size=args.batch_size, lr=args.lr, warmup_ratio=0.1,
                          seed=args.seed, patience=99, progress=False,
                          mixed_precision=None if precision == "fp32" else precision, torch_compile=compiled)
@@ -111,29 +108,27 @@ def layout_steps(args: argparse.Namespace) -> dict[str, Any]:
     config = TrainConfig(epochs=2, batch_size=args.batch_size, lr=args.lr, warmup_ratio=0.1, seed=args.seed,
                          patience=99, progress=False, mixed_precision="bf16")
     layouts = contextlib.ExitStack()  # each model's training layouts, open until the end
-    runs, models = {}, {}
+    runs = {}
     for name, chosen in LAYOUTS.items():
         model = get_family("minilm").build(task, train_set, FamilyOptions(max_length=128), seed=args.seed)
         assert isinstance(model, TransformerTaskModel)
         model.training_layouts = frozenset(chosen)
         runs[name] = _start([TaskData(task, model, train_set, {"dev": dev})], config, None, False, None, layouts)
         runs[name].module.train()
-        models[name] = model
     seconds = dict.fromkeys(runs, 0.0)
-    for epoch in (1, 2):
-        steps = {name: [[b] for b in run.sampler.epoch(epoch, [task.name])] for name, run in runs.items()}
-        count = len(steps[next(iter(steps))])
-        for turn, start in enumerate(range(0, count, LAYOUT_TURN_STEPS)):
+    for epoch in (1, 2):  # every run's sampler has the same lengths and seed: one sequence of batches serves all
+        steps = [[b] for b in runs["none"].sampler.epoch(epoch, [task.name])]
+        for turn, start in enumerate(range(0, len(steps), LAYOUT_TURN_STEPS)):
             for name in list(runs) if turn % 2 == 0 else list(reversed(runs)):
                 began = time.perf_counter()
-                for step in steps[name][start:start + LAYOUT_TURN_STEPS]:
+                for step in steps[start:start + LAYOUT_TURN_STEPS]:
                     _optimizer_step(runs[name], step)
                 if epoch == 2:
                     seconds[name] += time.perf_counter() - began
     devs = {}
     for name, run in runs.items():
         encoded = run.tasks[task.name]
-        metrics, _ = evaluate(models[name], task, encoded.dev, run.accelerator, 128)
+        metrics, _ = evaluate(encoded.data.model, task, encoded.dev, run.accelerator, 128)
         devs[name] = metrics[task.main_metric]
     layouts.close()
     return {"rates": {name: len(train_set) / seconds[name] for name in runs}, "dev": devs,
@@ -821,10 +816,10 @@ def main() -> None:
                 for system in SYSTEMS if number % 2 else reversed(SYSTEMS):
                     key = f"speed:{system}" if number == 1 else f"speed:{system}#{number}"
                     _step(args, results, key, f"speed:{system}", "--seed", str(args.seed + number - 1))
+        sizes = {"train": args.speed_train, "batch_size": args.batch_size, "threads": args.threads}
         if "best" in parts:
             cfg = results.setdefault("best_config", {})
-            cfg[f"e{args.speed_epochs}"] = {"train": args.speed_train, "epochs": args.speed_epochs, "lr": args.lr,
-                                            "batch_size": args.batch_size, "threads": args.threads}
+            cfg[f"e{args.speed_epochs}"] = {**sizes, "epochs": args.speed_epochs, "lr": args.lr}
             for number in range(1, args.speed_rounds + 1):
                 order = BEST if number % 2 else tuple(reversed(BEST))
                 _step(args, results, f"ceiling:e{args.speed_epochs}#{number}", "ceiling:")
@@ -832,16 +827,14 @@ def main() -> None:
                     _step(args, results, f"best:{system}:e{args.speed_epochs}#{number}", f"best:{system}",
                           "--seed", str(args.seed + number - 1))
         if "compile" in parts:
-            results["compile_config"] = {"train": args.speed_train, "epochs": args.speed_epochs,
-                                         "batch_size": args.batch_size, "threads": args.threads}
+            results["compile_config"] = {**sizes, "epochs": args.speed_epochs}
             for number in range(1, args.speed_rounds + 1):
                 order = COMPILE if number % 2 else tuple(reversed(COMPILE))
                 for system in order:
                     _step(args, results, f"compile:{system}#{number}", f"compile:{system}",
                           "--seed", str(args.seed + number - 1))
         if "layouts" in parts:
-            results["layouts_config"] = {"train": args.speed_train, "epochs": args.speed_epochs,
-                                         "batch_size": args.batch_size, "threads": args.threads}
+            results["layouts_config"] = sizes  # `layout_steps` always runs a warm-up epoch and a timed one
             for number in range(1, args.speed_rounds + 1):
                 _step(args, results, f"layouts#{number}", "layouts:", "--seed", str(args.seed + number - 1))
         if "profile" in parts:
