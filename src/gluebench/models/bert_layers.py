@@ -20,13 +20,13 @@ state-dict entry, no module is replaced, so checkpoints and exports never see a 
 from __future__ import annotations
 
 import contextlib
-import types
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from gluebench.models.forwards import replaced_forwards
 
 # model types whose sequence-classification head reads only the top layer's first token, and whose layers
 # are BERT's (attention.self.{query,key,value}, attention.output, feed_forward_chunk)
@@ -104,31 +104,17 @@ def _first_token_layer(layer: Any, hidden_states: torch.Tensor, attention_mask: 
     return layer.feed_forward_chunk(layer.attention.output(context, first))
 
 
-@contextlib.contextmanager
-def _replaced_forwards(replacements: list[tuple[nn.Module, Any]]) -> Iterator[bool]:
-    """Each module's ``forward`` replaced by the function (bound to it) while the context lasts; a module
-    whose forward is replaced already (entered twice, a shared encoder) is left as it is."""
-    replaced = [(module, function) for module, function in replacements if "forward" not in vars(module)]
-    for module, function in replaced:
-        module.forward = types.MethodType(function, module)
-    try:
-        yield bool(replaced)
-    finally:
-        for module, _ in replaced:
-            del module.forward
-
-
-def fused_qkv_attention(model: nn.Module) -> contextlib.AbstractContextManager[bool]:
+def fused_qkv_attention(model: nn.Module) -> contextlib.AbstractContextManager[int]:
     """While the context lasts, every BERT-family layer's self-attention projects with one matmul; yields
-    whether it applied."""
-    return _replaced_forwards([(layer.attention.self, _fused_self_attention) for layer in _bert_layers(model)])
+    how many layers changed (0: not a BERT-family model)."""
+    return replaced_forwards([(layer.attention.self, _fused_self_attention) for layer in _bert_layers(model)])
 
 
-def first_token_top_layer(model: nn.Module) -> contextlib.AbstractContextManager[bool]:
+def first_token_top_layer(model: nn.Module) -> contextlib.AbstractContextManager[int]:
     """While the context lasts, a BERT-family model's top layer outputs the first token only (``[B, 1, H]``),
-    all its sequence-classification head reads; yields whether it applied."""
+    all its sequence-classification head reads; yields 1 if it applied, else 0."""
     layers = _bert_layers(model)
-    return _replaced_forwards([(layers[-1], _first_token_layer)] if layers else [])
+    return replaced_forwards([(layers[-1], _first_token_layer)] if layers else [])
 
 
 __all__ = ["BERT_LAYER_TYPES", "first_token_top_layer", "fused_qkv_attention"]

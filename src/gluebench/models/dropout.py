@@ -14,14 +14,14 @@ own dropout. In a whole MiniLM step the masks cost 0.6 ms each, and the step run
 from __future__ import annotations
 
 import contextlib
-import types
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from gluebench.models.forwards import replaced_forwards
 
 LEVELS = 1 << 16  # a draw is one of 2^16 levels
 # a mask is written as the bit pattern of its values: an integer type of the activation's width
@@ -49,18 +49,11 @@ def _numpy_mask_forward(module: nn.Dropout, x: torch.Tensor) -> torch.Tensor:
     return x * keep_mask(x.shape, module.p, x.dtype)
 
 
-@contextlib.contextmanager
-def numpy_dropout_masks(model: nn.Module) -> Iterator[int]:
+def numpy_dropout_masks(model: nn.Module) -> contextlib.AbstractContextManager[int]:
     """While the context lasts, every (not in-place) ``nn.Dropout`` of ``model`` draws its masks with numpy;
     yields how many modules changed. Dropout inside attention kernels (``dropout_p``) is left to them."""
-    changed = [m for m in model.modules() if type(m) is nn.Dropout and not m.inplace and "forward" not in vars(m)]
-    for module in changed:
-        module.forward = types.MethodType(_numpy_mask_forward, module)  # type: ignore[method-assign]
-    try:
-        yield len(changed)
-    finally:
-        for module in changed:
-            del module.forward
+    return replaced_forwards([(m, _numpy_mask_forward) for m in model.modules()
+                              if type(m) is nn.Dropout and not m.inplace])
 
 
 __all__ = ["LEVELS", "keep_mask", "numpy_dropout_masks"]
