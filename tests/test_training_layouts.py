@@ -104,6 +104,40 @@ def test_bert_layouts_give_the_full_models_logits_and_gradients(kind: str, atten
         assert torch.allclose(fast_grads.get(name, torch.zeros_like(grad)), grad, rtol=1e-4, atol=1e-6), name
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])  # boolean masks and additive ones
+def test_fused_attention_drops_the_probabilities_as_transformers_eager_attention(attention: str) -> None:
+    """With attention dropout, the fused layout writes the products out and drops the probabilities with
+    the layer's dropout module: the same torch masks, in the same order, as transformers' eager attention."""
+    torch.manual_seed(1)
+    model = _tiny("bert", "eager", dropout=False)
+    model.config.attention_probs_dropout_prob = 0.3
+    for layer in model.base_model.encoder.layer:
+        layer.attention.self.dropout.p = 0.3
+    batch = _padded_batch()
+    model.train()
+
+    def logits_and_grads() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        torch.manual_seed(7)
+        model.zero_grad()
+        logits = model(**batch).logits
+        logits.pow(2).sum().backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    full, full_grads = logits_and_grads()
+    model.config._attn_implementation = attention
+    with _bert_layouts(model, "fused-qkv"):
+        fast, fast_grads = logits_and_grads()
+        torch.manual_seed(8)
+        other = model(**batch).logits.detach()
+    assert not torch.allclose(other, full, rtol=1e-3, atol=1e-4)  # the masks matter
+    assert torch.allclose(fast, full, rtol=1e-5, atol=1e-6)
+    for name, grad in full_grads.items():
+        assert torch.allclose(fast_grads[name], grad, rtol=1e-4, atol=1e-6), name
+    with _bert_layouts(model, "fused-qkv"), numpy_dropout_masks(model), torch.profiler.profile() as profile:
+        model(**batch).logits.sum().backward()
+    assert not [e for e in profile.events() if "bernoulli" in e.name]  # numpy drew the probabilities' masks
+
+
 def test_bert_layouts_leave_other_models_alone() -> None:
     config = DistilBertConfig(vocab_size=120, dim=32, n_layers=2, n_heads=4, hidden_dim=48, num_labels=2)
     model = DistilBertForSequenceClassification(config)

@@ -51,7 +51,8 @@ def _numpy_mask_forward(module: nn.Dropout, x: torch.Tensor) -> torch.Tensor:
 
 def numpy_dropout_masks(model: nn.Module) -> contextlib.AbstractContextManager[int]:
     """While the context lasts, every (not in-place) ``nn.Dropout`` of ``model`` draws its masks with numpy;
-    yields how many modules changed. Dropout inside attention kernels (``dropout_p``) is left to them."""
+    yields how many modules changed. Dropout inside attention kernels (``dropout_p``) is left to them; the
+    BERT layouts' attention (`bert_layers`) drops its probabilities through the layer's module, so numpy's."""
     return replaced_forwards([(m, _numpy_mask_forward) for m in model.modules()
                               if type(m) is nn.Dropout and not m.inplace])
 
