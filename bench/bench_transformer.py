@@ -228,8 +228,8 @@ PROFILE_GROUPS = (  # op groups of the forward and backward passes; first match 
     ("elementwise and normalisation (layer norm, GELU, dropout, adds)", ("",)),
 )
 # phases of one optimiser step, from record_function ranges the profile worker puts around gluebench's calls
-PHASES = ("collate and copy to device", "forward", "backward", "gradient clipping", "optimizer step (fused AdamW)",
-          "scheduler and zero_grad")
+PHASES = ("collate and copy to device", "forward", "backward", "gradient clipping (the global norm)",
+          "optimizer step (fused AdamW; it divides by the clip factor)", "scheduler and zero_grad")
 
 
 def _group(op: str) -> str:
@@ -284,7 +284,7 @@ def profile(args: argparse.Namespace, precision: str) -> dict[str, Any]:
     training._to_device = _ranged(training._to_device, "gb:" + PHASES[0])
     run.module.forward = _ranged(run.module.forward, "gb:" + PHASES[1])  # type: ignore[method-assign]
     run.accelerator.backward = _ranged(run.accelerator.backward, "gb:" + PHASES[2])  # type: ignore[method-assign]
-    run.accelerator.clip_grad_norm_ = _ranged(run.accelerator.clip_grad_norm_, "gb:" + PHASES[3])  # type: ignore[method-assign]
+    training._clip_gradients = _ranged(training._clip_gradients, "gb:" + PHASES[3])
     run.optimizer.step = _ranged(run.optimizer.step, "gb:" + PHASES[4])  # type: ignore[method-assign]
     run.scheduler.step = _ranged(run.scheduler.step, "gb:" + PHASES[5])  # type: ignore[method-assign]
     run.optimizer.zero_grad = _ranged(run.optimizer.zero_grad, "gb:" + PHASES[5])  # type: ignore[method-assign]
