@@ -69,15 +69,17 @@ def _attend(attention: Any, query: torch.Tensor, key: torch.Tensor, value: torch
             attention_mask: torch.Tensor | None) -> torch.Tensor:
     """Scaled dot-product attention over the heads with the layer's dropout; ``[B, queries, H]``.
 
-    Training with dropout, the products are written out (as transformers' eager attention does) so that the
-    attention probabilities go through the layer's own dropout module: under `numpy_dropout_masks` its masks
-    are numpy's, and a MiniLM layer's attention forward + backward takes 2.8 ms instead of SDPA's 3.5-4.9 ms
-    (its CPU kernel with dropout draws the masks with ``bernoulli_``). Otherwise SDPA.
+    Training with dropout on a CPU, the products are written out (as transformers' eager attention does) so
+    that the attention probabilities go through the layer's own dropout module: under `numpy_dropout_masks`
+    its masks are numpy's, and a MiniLM layer's attention forward + backward takes 2.8 ms instead of SDPA's
+    3.5-4.9 ms (its CPU kernel with dropout draws the masks with ``bernoulli_``). Otherwise (a GPU's fused
+    kernels drop inside them) SDPA.
     """
     if attention_mask is not None and attention_mask.ndim == 4 and attention_mask.shape[-2] != query.shape[1]:
         attention_mask = attention_mask[..., :1, :]  # one query (the first token): its row of the mask
     q, k, v = _heads(attention, query), _heads(attention, key), _heads(attention, value)
-    if attention.training and attention.dropout.p > 0:
+    dropout = attention.dropout.p if attention.training else 0.0
+    if dropout > 0 and q.device.type == "cpu":
         scores = torch.matmul(q, k.transpose(-1, -2)) * attention.scaling
         if attention_mask is not None and attention_mask.dtype == torch.bool:  # SDPA's form: True attends
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
@@ -86,7 +88,8 @@ def _attend(attention: Any, query: torch.Tensor, key: torch.Tensor, value: torch
         probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
         context = torch.matmul(attention.dropout(probabilities), v)
     else:
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=attention.scaling)
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=attention.scaling,
+                                                 dropout_p=dropout)
     return context.transpose(1, 2).reshape(query.shape[0], query.shape[1], -1)
 
 
