@@ -768,11 +768,9 @@ def _clip_gradients(run: _Run) -> None:
         accelerator.clip_grad_norm_(run.router.parameters(), run.config.max_grad_norm)
         return
     grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    if not grads:
-        return
-    norm = torch.nn.utils.get_total_norm(grads, foreach=True)
-    # clip_grad_norm_'s factor min(1, max_norm / (norm + 1e-6)), as the divisor grad_scale is
-    optimizer.grad_scale = torch.clamp((norm + 1e-6) / run.config.max_grad_norm, min=1.0)
+    # clip_grad_norm_'s factor min(1, max_norm / (norm + 1e-6)), as the divisor grad_scale is (set every step)
+    optimizer.grad_scale = torch.clamp((torch.nn.utils.get_total_norm(grads, foreach=True) + 1e-6)
+                                       / run.config.max_grad_norm, min=1.0) if grads else None
 
 
 def _evaluate_epoch(run: _Run, epoch: int, active: list[str]) -> None:
