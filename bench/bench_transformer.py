@@ -230,7 +230,6 @@ def _gflops(m: int, k: int, n: int, dtype: Any, seconds: float = 1.5, device: st
             torch.mm(a, b)
             done += 1
         sync()
-        elapsed = time.perf_counter() - started
     return 2 * m * k * n * done / elapsed / 1e9
 
 
@@ -244,9 +243,9 @@ def ceiling(args: argparse.Namespace) -> dict[str, Any]:
             for shape_name, shape in (("2048", (2048, 2048, 2048)), ("ffn", (tokens, 384, 1536)))}
 
 
-def gpu_ceiling(args: argparse.Namespace) -> dict[str, Any]:
-    """The accelerator's bf16 matmul rate (8192 cubed; 2048 when run without a GPU, as a smoke test) and
-    MiniLM's feed-forward product at a typical batch, with the device's name and memory."""
+def gpu_ceiling() -> dict[str, Any]:
+    """The accelerator's bf16 matmul rate (8192 cubed; 2048 when run without a GPU, as a smoke test), with
+    the device's name and memory."""
     import torch
 
     cuda = torch.cuda.is_available()
@@ -254,7 +253,6 @@ def gpu_ceiling(args: argparse.Namespace) -> dict[str, Any]:
     return {"device": torch.cuda.get_device_name() if cuda else "cpu (no GPU: smoke test)",
             "memory_mb": torch.cuda.get_device_properties(0).total_memory / 2**20 if cuda else None,
             "square": size, "bf16_square": _gflops(size, size, size, torch.bfloat16, device=device),
-            "bf16_ffn": _gflops(args.batch_size * 28, 384, 1536, torch.bfloat16, device=device),
             "torch": torch.__version__, "cuda": torch.version.cuda}
 
 
@@ -269,8 +267,6 @@ def gpu_speed(args: argparse.Namespace, system: str, workload: str) -> dict[str,
     result = (speed_gluebench(args, "bf16") if system == "gluebench-bf16"
               else speed_hf(args, pad_to_128=False, grouped=True, bf16=True))
     result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    if system != "gluebench-bf16":  # the token counts that decide FLOPs come from gluebench's own run
-        result.pop("lengths", None)
     return result
 
 
@@ -416,7 +412,7 @@ def worker(args: argparse.Namespace) -> None:
     elif kind == "ceiling":
         result = ceiling(args)
     elif kind == "gpu-ceiling":
-        result = gpu_ceiling(args)
+        result = gpu_ceiling()
     elif kind == "gpu":
         system, _, workload = name.partition("@")
         result = gpu_speed(args, system, workload)
@@ -638,7 +634,8 @@ def _render_gpu(results: dict[str, Any]) -> list[str]:
         return []
     first = ceilings[min(ceilings)]
     tflops = ", ".join(f"{c['bf16_square'] / 1000:.3g}" for c in ceilings.values())
-    lines = [f"## {first['device']}: MiniLM bf16, gluebench against the Trainer at its best", "",
+    memory = f" ({first['memory_mb']:,.0f} MiB)" if first["memory_mb"] else ""
+    lines = [f"## {first['device']}{memory}: MiniLM bf16, gluebench against the Trainer at its best", "",
              f"One bf16 epoch, batch {cfg['batch_size']}, lr {cfg['lr']}, max length 128, checkpoint "
              f"`{cfg['model']}`; torch {first['torch']} (CUDA {first['cuda']}). The peer is the "
              "`Trainer` with `bf16=True`, its own length grouping and (on a GPU) pinned memory; gluebench is "
@@ -661,11 +658,11 @@ def _render_gpu(results: dict[str, Any]) -> list[str]:
         peak = ceilings.get(int(number), first)["bf16_square"] * 1e9
         rates = (ours["examples_per_second"], peer["examples_per_second"])
         ratios.setdefault(workload, []).append(rates[0] / rates[1])
-        memory = " / ".join("n/a" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:,.0f}" for r in (ours, peer))
+        peaks = " / ".join("n/a" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:,.0f}" for r in (ours, peer))
         dev = " / ".join(f"{r['dev']:.2f}" for r in (ours, peer)) if workload == "sst2" else "(speed only)"
         share = " / ".join(f"{100 * rate * per_example / peak:.1f}%" for rate in rates)
         lines.append(f"| {workload} | {number} | {rates[0]:,.0f} | {rates[1]:,.0f} | {ratios[workload][-1]:.2f}x | "
-                     f"{memory} | {dev} | {share} |")
+                     f"{peaks} | {dev} | {share} |")
     lines += ["", "Median ratio per workload: " + ", ".join(
         f"{w} **{np.median(r):.2f}x** ({len(r)} round(s))" for w, r in ratios.items()) + ".", ""]
     return lines
