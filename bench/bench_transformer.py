@@ -86,23 +86,30 @@ def _slice(args: argparse.Namespace) -> tuple[Any, list[Any], list[Any]]:
     return task, subsample(read_split(task, "train", glue), args.speed_train or None), dev
 
 
-def _model(args: argparse.Namespace) -> tuple[str, Path]:
-    """gluebench's ``--model`` name and the checkpoint path for the Trainer: MiniLM's package by default."""
+def _checkpoint(args: argparse.Namespace) -> Path:
+    """The checkpoint both systems fine-tune: ``--model-path``, else MiniLM's package."""
     from gluebench.models.transformer import minilm_path
 
-    return ("minilm", minilm_path()) if args.model_path is None else (f"hf:{args.model_path}",
-                                                                     Path(args.model_path))
+    return minilm_path() if args.model_path is None else Path(args.model_path)
+
+
+def _gluebench_model(args: argparse.Namespace, task: Any, examples: list[Any]) -> Any:
+    """gluebench's Transformer task model of `_checkpoint` for ``task`` (``--model minilm`` by default)."""
+    from gluebench.models import FamilyOptions, get_family
+    from gluebench.models.transformer import TransformerTaskModel
+
+    name = "minilm" if args.model_path is None else f"hf:{args.model_path}"
+    model = get_family(name).build(task, examples, FamilyOptions(max_length=128), seed=args.seed)
+    assert isinstance(model, TransformerTaskModel)
+    return model
 
 
 def speed_gluebench(args: argparse.Namespace, precision: str = "fp32", compiled: bool = False) -> dict[str, Any]:
     """gluebench ``train`` on the slice, with the family's training layouts (recorded in the result)."""
-    from gluebench.models import FamilyOptions, get_family
-    from gluebench.models.transformer import TransformerTaskModel
     from gluebench.training import TrainConfig, train
 
     task, train_set, dev = _slice(args)
-    model = get_family(_model(args)[0]).build(task, train_set, FamilyOptions(max_length=128), seed=args.seed)
-    assert isinstance(model, TransformerTaskModel)
+    model = _gluebench_model(args, task, train_set)
     config = TrainConfig(epochs=args.speed_epochs, batch_size=args.batch_size, lr=args.lr, warmup_ratio=0.1,
                          seed=args.seed, patience=99, progress=False,
                          mixed_precision=None if precision == "fp32" else precision, torch_compile=compiled)
@@ -121,8 +128,6 @@ def layout_steps(args: argparse.Namespace) -> dict[str, Any]:
 
     Epoch 1 is a warm-up (oneDNN makes its kernels for each set's shapes); epoch 2 is timed; then dev.
     """
-    from gluebench.models import FamilyOptions, get_family
-    from gluebench.models.transformer import TransformerTaskModel
     from gluebench.training import TaskData, TrainConfig, _optimizer_step, _start, evaluate
 
     task, train_set, dev = _slice(args)
@@ -131,8 +136,7 @@ def layout_steps(args: argparse.Namespace) -> dict[str, Any]:
     layouts = contextlib.ExitStack()  # each model's training layouts, open until the end
     runs = {}
     for name, chosen in LAYOUTS.items():
-        model = get_family("minilm").build(task, train_set, FamilyOptions(max_length=128), seed=args.seed)
-        assert isinstance(model, TransformerTaskModel)
+        model = _gluebench_model(args, task, train_set)
         model.training_layouts = frozenset(chosen)
         runs[name] = _start([TaskData(task, model, train_set, {"dev": dev})], config, None, False, None, layouts)
         runs[name].module.train()
@@ -171,7 +175,7 @@ def speed_hf(args: argparse.Namespace, pad_to_128: bool, grouped: bool = False, 
     from gluebench.metrics import compute_metrics
 
     task, train_set, dev = _slice(args)
-    path = _model(args)[1]
+    path = _checkpoint(args)
     tokenizer = AutoTokenizer.from_pretrained(path)
 
     def encode(examples: list[Any]) -> list[dict[str, Any]]:
@@ -314,11 +318,10 @@ def profile(args: argparse.Namespace, precision: str) -> dict[str, Any]:
     from torch.profiler import profile as torch_profile
 
     import gluebench.training as training
-    from gluebench.models import FamilyOptions, get_family
     from gluebench.training import TaskData, TrainConfig, _optimizer_step, _start
 
     task, train_set, dev = _slice(args)
-    model = get_family("minilm").build(task, train_set, FamilyOptions(max_length=128), seed=args.seed)
+    model = _gluebench_model(args, task, train_set)
     config = TrainConfig(epochs=1, batch_size=args.batch_size, lr=args.lr, warmup_ratio=0.1, seed=args.seed,
                          patience=99, progress=False, mixed_precision=None if precision == "fp32" else precision)
     layouts = contextlib.ExitStack()  # the loop's training layout (trained embedding rows) while profiling
@@ -896,7 +899,7 @@ def main() -> None:
     parser.add_argument("--large-seeds", default="1", help="seeds for SST-2")
     parser.add_argument("--sst2-train", type=int, default=8000)
     parser.add_argument("--model-path", default=None,
-                        help="a Hugging Face checkpoint folder instead of the MiniLM package (both systems)")
+                        help="a Hugging Face checkpoint folder instead of the MiniLM package (every part but tasks)")
     parser.add_argument("--gpu-workloads", default="sst2,qnli", help="part gpu: sst2 and/or qnli")
     parser.add_argument("--gpu-sst2-train", type=int, default=0, help="part gpu: SST-2 training examples (0: all)")
     parser.add_argument("--gpu-qnli-examples", type=int, default=20000,
