@@ -76,6 +76,15 @@ def _bert_layouts(model: nn.Module, layouts: str) -> contextlib.ExitStack:
     return stack
 
 
+def _logits_and_grads(model: nn.Module, batch: dict[str, torch.Tensor],
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One forward and backward (of the squared logits): the logits and every parameter's gradient."""
+    model.zero_grad()
+    logits = model(**batch).logits
+    logits.pow(2).sum().backward()
+    return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
 @pytest.mark.parametrize("layouts", ["first-token", "fused-qkv", "first-token+fused-qkv"])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("kind", ["bert", "roberta", "electra"])
@@ -84,16 +93,9 @@ def test_bert_layouts_give_the_full_models_logits_and_gradients(kind: str, atten
     model = _tiny(kind, attention, dropout=False)
     batch = _padded_batch()
     model.train()  # no dropout configured: training mode is deterministic
-
-    def logits_and_grads() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        model.zero_grad()
-        logits = model(**batch).logits
-        logits.pow(2).sum().backward()
-        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-    full, full_grads = logits_and_grads()  # the layer as transformers defines it
+    full, full_grads = _logits_and_grads(model, batch)  # the layer as transformers defines it
     with _bert_layouts(model, layouts):
-        fast, fast_grads = logits_and_grads()
+        fast, fast_grads = _logits_and_grads(model, batch)
     for layer in model.base_model.encoder.layer:  # the layers' own forwards are back
         assert "forward" not in vars(layer) and "forward" not in vars(layer.attention.self)
     assert torch.allclose(fast, full, rtol=1e-5, atol=1e-6)
@@ -115,18 +117,12 @@ def test_fused_attention_drops_the_probabilities_as_transformers_eager_attention
         layer.attention.self.dropout.p = 0.3
     batch = _padded_batch()
     model.train()
-
-    def logits_and_grads() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        torch.manual_seed(7)
-        model.zero_grad()
-        logits = model(**batch).logits
-        logits.pow(2).sum().backward()
-        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-    full, full_grads = logits_and_grads()
+    torch.manual_seed(7)
+    full, full_grads = _logits_and_grads(model, batch)
     model.config._attn_implementation = attention
     with _bert_layouts(model, "fused-qkv"):
-        fast, fast_grads = logits_and_grads()
+        torch.manual_seed(7)  # the same torch masks
+        fast, fast_grads = _logits_and_grads(model, batch)
         torch.manual_seed(8)
         other = model(**batch).logits.detach()
     assert not torch.allclose(other, full, rtol=1e-3, atol=1e-4)  # the masks matter
