@@ -21,26 +21,22 @@ REPO = Path(__file__).resolve().parents[1]
 FILES = ("SST-2/train.tsv", "SST-2/dev.tsv", "QNLI/dev.tsv")
 
 
-def pack(bundle: Path, glue: Path) -> None:
+def copy_checkpoint(source: Path, target: Path, dtype_name: str) -> None:
+    """The encoder and tokenizer of ``source`` saved to ``target`` with weights in ``dtype_name``."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
+    AutoModel.from_pretrained(source, dtype=getattr(torch, dtype_name)).save_pretrained(target)
+    AutoTokenizer.from_pretrained(source).save_pretrained(target)
+
+
+def pack(bundle: Path, glue: Path) -> None:
     from gluebench.models.transformer import minilm_path
 
     for name in FILES:
         (bundle / "glue" / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(glue / name, bundle / "glue" / name)
-    model = AutoModel.from_pretrained(minilm_path(), dtype=torch.float32)
-    model.half().save_pretrained(bundle / "minilm-fp16")
-    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(bundle / "minilm-fp16")
-
-
-def unpack(bundle: Path, target: Path) -> None:
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    AutoModel.from_pretrained(bundle / "minilm-fp16", dtype=torch.float32).save_pretrained(target)
-    AutoTokenizer.from_pretrained(bundle / "minilm-fp16").save_pretrained(target)
+    copy_checkpoint(minilm_path(), bundle / "minilm-fp16", "float16")
 
 
 def main() -> None:
@@ -50,7 +46,7 @@ def main() -> None:
     parser.add_argument("--unpack", default=None, metavar="DIR", help="write the float32 checkpoint to DIR")
     args = parser.parse_args()
     if args.unpack:
-        unpack(Path(args.bundle), Path(args.unpack))
+        copy_checkpoint(Path(args.bundle) / "minilm-fp16", Path(args.unpack), "float32")
         return
     from gluebench.data.locate import find_data_dir
 
