@@ -307,18 +307,68 @@ def _ranged(function: Any, label: str) -> Any:
     return wrapped
 
 
+def _profiled_steps(run: Any, steps: list[Any]) -> dict[str, Any]:
+    """One pass of ``steps`` under torch.profiler (the phases' ranges already in place): per step, each phase's
+    inclusive time, the aten ops' self time within forward and backward (by op and by `PROFILE_GROUPS`), and
+    every aten op's self time over the whole step."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from gluebench.training import _optimizer_step
+
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        started = time.perf_counter()
+        for step in steps:
+            _optimizer_step(run, step)
+        profiled = (time.perf_counter() - started) / len(steps)
+    phases: dict[str, float] = {}
+    groups: dict[str, float] = {}
+    ops: dict[str, float] = {}
+    whole: dict[str, float] = {}
+    events = prof.events()
+    for event in events:
+        if event.name.startswith("gb:") and not (event.cpu_parent and event.cpu_parent.name.startswith("gb:")):
+            phases[event.name[3:]] = phases.get(event.name[3:], 0.0) + event.cpu_time_total / 1e6 / len(steps)
+    for event in events:  # op self time inside forward and backward (autograd's thread included)
+        if not event.name.startswith("aten::"):
+            continue
+        seconds = event.self_cpu_time_total / 1e6 / len(steps)
+        whole[event.name] = whole.get(event.name, 0.0) + seconds
+        parent, phase = event.cpu_parent, None
+        while parent is not None:
+            if parent.name.startswith("gb:"):
+                phase = parent.name[3:]
+            parent = parent.cpu_parent
+        if phase is None and event.thread != events[0].thread:
+            phase = PHASES[2]  # autograd engine thread: backward
+        if phase in (PHASES[1], PHASES[2]):
+            groups[_group(event.name)] = groups.get(_group(event.name), 0.0) + seconds
+            ops[event.name] = ops.get(event.name, 0.0) + seconds
+    return {"profiled_step_seconds": profiled, "phases": phases, "groups": groups,
+            "top_ops": sorted(ops.items(), key=lambda kv: -kv[1])[:12],
+            "top_ops_whole_step": sorted(whole.items(), key=lambda kv: -kv[1])[:12]}
+
+
+def _timed_steps(run: Any, steps: list[Any]) -> float:
+    from gluebench.training import _optimizer_step
+
+    started = time.perf_counter()
+    for step in steps:
+        _optimizer_step(run, step)
+    return (time.perf_counter() - started) / len(steps)
+
+
 def profile(args: argparse.Namespace, precision: str) -> dict[str, Any]:
     """Where gluebench's real optimiser steps (``_optimizer_step``) spend their time, by phase and op group.
 
     Each phase (collate, forward, backward, clipping, optimizer, scheduler + zero_grad) is a record_function
     range around the call gluebench makes; within forward and backward the aten ops' self time is grouped by
-    op name. What no range covers is the loop's own Python.
+    op name. What no range covers is the loop's own Python. Then the same for steps over the slice's one
+    shortest sentence: what a step costs whatever its batch (the optimizer over every weight, the weights'
+    casts, the weight gradients' products, per-op overhead), which no batch of real sentences avoids.
     """
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-
     import gluebench.training as training
-    from gluebench.training import TaskData, TrainConfig, _optimizer_step, _start
+    from gluebench.training import TaskData, TrainConfig, _start
 
     task, train_set, dev = _slice(args)
     model = _gluebench_model(args, task, train_set)
@@ -329,12 +379,11 @@ def profile(args: argparse.Namespace, precision: str) -> dict[str, Any]:
     steps = [[b] for b in run.sampler.epoch(1, [task.name])]
     run.module.train()
     measured = steps[3:3 + args.profile_steps]
-    for step in steps[:3] + measured:  # warm-up, and oneDNN's kernels for the measured steps' shapes
-        _optimizer_step(run, step)
-    started = time.perf_counter()
-    for step in measured:
-        _optimizer_step(run, step)
-    plain = (time.perf_counter() - started) / len(measured)
+    features = run.tasks[task.name].features
+    shortest = min(range(len(features)), key=lambda i: model.length(features[i]))
+    one = [[(task.name, [shortest])]] * max(args.profile_steps, 10)
+    _timed_steps(run, steps[:3] + measured + one)  # warm-up, and oneDNN's kernels for the measured shapes
+    plain, plain_one = _timed_steps(run, measured), _timed_steps(run, one)
     model.collate = _ranged(model.collate, "gb:" + PHASES[0])  # type: ignore[method-assign]
     training._to_device = _ranged(training._to_device, "gb:" + PHASES[0])
     run.module.forward = _ranged(run.module.forward, "gb:" + PHASES[1])  # type: ignore[method-assign]
@@ -343,40 +392,16 @@ def profile(args: argparse.Namespace, precision: str) -> dict[str, Any]:
     run.optimizer.step = _ranged(run.optimizer.step, "gb:" + PHASES[4])  # type: ignore[method-assign]
     run.scheduler.step = _ranged(run.scheduler.step, "gb:" + PHASES[5])  # type: ignore[method-assign]
     run.optimizer.zero_grad = _ranged(run.optimizer.zero_grad, "gb:" + PHASES[5])  # type: ignore[method-assign]
-    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-        started = time.perf_counter()
-        for step in measured:
-            _optimizer_step(run, step)
-        profiled = (time.perf_counter() - started) / len(measured)
-    phases: dict[str, float] = {}
-    groups: dict[str, float] = {}
-    ops: dict[str, float] = {}
-    events = prof.events()
-    for event in events:
-        if event.name.startswith("gb:") and not (event.cpu_parent and event.cpu_parent.name.startswith("gb:")):
-            phases[event.name[3:]] = phases.get(event.name[3:], 0.0) + event.cpu_time_total / 1e6 / len(measured)
-    for event in events:  # op self time inside forward and backward (autograd's thread included)
-        if not event.name.startswith("aten::"):
-            continue
-        parent, phase = event.cpu_parent, None
-        while parent is not None:
-            if parent.name.startswith("gb:"):
-                phase = parent.name[3:]
-            parent = parent.cpu_parent
-        if phase is None and event.thread != events[0].thread:
-            phase = PHASES[2]  # autograd engine thread: backward
-        if phase in (PHASES[1], PHASES[2]):
-            seconds = event.self_cpu_time_total / 1e6 / len(measured)
-            groups[_group(event.name)] = groups.get(_group(event.name), 0.0) + seconds
-            ops[event.name] = ops.get(event.name, 0.0) + seconds
+    result = _profiled_steps(run, measured)
+    one_sentence = _profiled_steps(run, one)
     layouts.close()
-    top = sorted(ops.items(), key=lambda kv: -kv[1])[:12]
     examples = sum(len(b) for s in measured for _, b in s) / len(measured)
     tokens = sum(len(b) * max(model.length(run.tasks[task.name].features[i]) for i in b)
                  for s in measured for _, b in s) / len(measured)
-    return {"precision": precision, "step_seconds": plain, "profiled_step_seconds": profiled, "phases": phases,
-            "groups": groups, "top_ops": top, "steps": len(measured), "examples_per_step": examples,
-            "positions_per_step": tokens}
+    return {**result, "precision": precision, "step_seconds": plain, "steps": len(measured),
+            "examples_per_step": examples, "positions_per_step": tokens,
+            "one_sentence": {**one_sentence, "step_seconds": plain_one, "steps": len(one),
+                             "positions_per_step": model.length(features[shortest])}}
 
 
 def task_run(args: argparse.Namespace, task: str, seed: int) -> dict[str, Any]:
@@ -841,30 +866,34 @@ def _render_best(args: argparse.Namespace, results: dict[str, Any]) -> list[str]
                       f"({'met' if share >= 0.6 else 'NOT met'}).", ""]
     profiles = {p: v for p in ("fp32", "bf16") if (v := results.get(f"profile:{p}"))}
     if profiles:
-        header = "| " + " | ".join(f"{p} ms/step | {p} share" for p in profiles) + " |"
-        rule = "---:|---:|" * len(profiles)
+        ones = {f"{p}, 1 sentence": v["one_sentence"] for p, v in profiles.items() if "one_sentence" in v}
+        columns = {**profiles, **ones}
+        header = "| " + " | ".join(f"{p} ms/step | {p} share" for p in columns) + " |"
+        rule = "---:|---:|" * len(columns)
         lines += ["## Where one training step's time goes (torch.profiler, gluebench `_optimizer_step`)", "",
                   f"{next(iter(profiles.values()))['steps']} real length-grouped steps of the same slice "
                   "(batch 32), profiled after the same steps had run once (so oneDNN's kernels for their shapes "
                   "exist) and after 3 warm-up steps. Phases are record_function ranges around the calls gluebench "
                   "makes (inclusive wall time); \"the loop's own Python\" is the step's wall time that no range "
-                  "covers. Op groups split the forward and backward phases by the aten ops' self time.", "",
+                  "covers. Op groups split the forward and backward phases by the aten ops' self time."
+                  + (" The \"1 sentence\" columns profile steps over the slice's shortest sentence alone (batch 1): "
+                     "what a step costs whatever its batch." if ones else ""), "",
                   "| phase " + header, "|---|" + rule]
         for phase in (*PHASES, "the loop's own Python"):
             cells = []
-            for v in profiles.values():
+            for v in columns.values():
                 ms = (v["profiled_step_seconds"] - sum(v["phases"].values()) if phase.startswith("the loop")
                       else v["phases"].get(phase, 0.0))
                 cells.append(f"{1000 * ms:.0f} | {ms / v['profiled_step_seconds']:.0%}")
             lines.append(f"| {phase} | " + " | ".join(cells) + " |")
         lines.append("| **step, profiled** | " + " | ".join(
-            f"**{1000 * v['profiled_step_seconds']:.0f}** | 100%" for v in profiles.values()) + " |")
+            f"**{1000 * v['profiled_step_seconds']:.0f}** | 100%" for v in columns.values()) + " |")
         lines.append("| step without the profiler | " + " | ".join(
-            f"{1000 * v['step_seconds']:.0f} | " for v in profiles.values()) + " |")
+            f"{1000 * v['step_seconds']:.0f} | " for v in columns.values()) + " |")
         lines += ["", "| forward + backward by op group " + header, "|---|" + rule]
         for g, _ in PROFILE_GROUPS:
             cells = []
-            for v in profiles.values():
+            for v in columns.values():
                 ms, both = v["groups"].get(g, 0.0), sum(v["groups"].values())
                 cells.append(f"{1000 * ms:.0f} | {ms / both:.0%}")
             lines.append(f"| {g} | " + " | ".join(cells) + " |")
@@ -872,6 +901,12 @@ def _render_best(args: argparse.Namespace, results: dict[str, Any]) -> list[str]
             lines += ["", f"{p}: {v['examples_per_step']:.0f} examples and {v['positions_per_step']:.0f} token "
                       "positions per step; top ops of forward and backward (self ms/step): "
                       + ", ".join(f"`{k}` {1000 * t:.0f}" for k, t in v["top_ops"]) + "."]
+        for label, v in ones.items():
+            share = v["step_seconds"] / profiles[label.partition(",")[0]]["step_seconds"]
+            lines += ["", f"{label} ({v['positions_per_step']} token positions): a step costs "
+                      f"{1000 * v['step_seconds']:.0f} ms without the profiler, {share:.0%} of a real batch's step "
+                      "above; top ops of the whole step "
+                      "(self ms/step): " + ", ".join(f"`{k}` {1000 * t:.1f}" for k, t in v["top_ops_whole_step"]) + "."]
         lines.append("")
     return lines
 
