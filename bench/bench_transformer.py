@@ -247,6 +247,30 @@ def ceiling(args: argparse.Namespace) -> dict[str, Any]:
             for shape_name, shape in (("2048", (2048, 2048, 2048)), ("ffn", (tokens, 384, 1536)))}
 
 
+def fp32_bf16_math() -> dict[str, Any]:
+    """Whether oneDNN's bf16 math for fp32 matmuls (``torch.backends.mkldnn.matmul.fp32_precision = "bf16"``)
+    acts on this CPU: the fp32 2048-cubed rate and a MiniLM-shaped product's largest error against float64,
+    with the mode off and on, beside the error of bf16 operands. Were it on, fp32 weights would need no
+    autocast casts."""
+    import torch
+
+    a, b = torch.randn(448, 384, dtype=torch.float64), torch.randn(384, 1536, dtype=torch.float64)
+    exact = a @ b
+    matmul = torch.backends.mkldnn.matmul
+    before = matmul.fp32_precision
+    modes: dict[str, Any] = {mode: {"gflops": []} for mode in ("ieee", "bf16")}
+    try:
+        for order in (("ieee", "bf16"), ("bf16", "ieee"), ("ieee", "bf16")):  # interleaved rounds
+            for mode in order:
+                matmul.fp32_precision = mode
+                modes[mode]["max_error"] = (torch.mm(a.float(), b.float()).double() - exact).abs().max().item()
+                modes[mode]["gflops"].append(_gflops(2048, 2048, 2048, torch.float32))
+    finally:
+        matmul.fp32_precision = before
+    bf16_error = (torch.mm(a.bfloat16(), b.bfloat16()).double() - exact).abs().max().item()
+    return {"modes": modes, "bf16_operands_max_error": bf16_error}
+
+
 def gpu_ceiling() -> dict[str, Any]:
     """The accelerator's bf16 matmul rate (8192 cubed; 2048 when run without a GPU, as a smoke test), with
     the device's name and memory."""
@@ -398,7 +422,8 @@ def profile(args: argparse.Namespace, precision: str) -> dict[str, Any]:
     examples = sum(len(b) for s in measured for _, b in s) / len(measured)
     tokens = sum(len(b) * max(model.length(run.tasks[task.name].features[i]) for i in b)
                  for s in measured for _, b in s) / len(measured)
-    return {**result, "precision": precision, "step_seconds": plain, "steps": len(measured),
+    math = {"fp32_bf16_math": fp32_bf16_math()} if precision == "fp32" else {}
+    return {**result, **math, "precision": precision, "step_seconds": plain, "steps": len(measured),
             "examples_per_step": examples, "positions_per_step": tokens,
             "one_sentence": {**one_sentence, "step_seconds": plain_one, "steps": len(one),
                              "positions_per_step": model.length(features[shortest])}}
@@ -901,6 +926,18 @@ def _render_best(args: argparse.Namespace, results: dict[str, Any]) -> list[str]
             lines += ["", f"{p}: {v['examples_per_step']:.0f} examples and {v['positions_per_step']:.0f} token "
                       "positions per step; top ops of forward and backward (self ms/step): "
                       + ", ".join(f"`{k}` {1000 * t:.0f}" for k, t in v["top_ops"]) + "."]
+        if math := profiles.get("fp32", {}).get("fp32_bf16_math"):
+            ieee, bf16 = math["modes"]["ieee"], math["modes"]["bf16"]
+            lines += ["", "oneDNN's bf16 math for fp32 matmuls (`torch.backends.mkldnn.matmul.fp32_precision = "
+                      f"\"bf16\"`), which would spare autocast's weight casts: the fp32 2048³ product runs at "
+                      f"{np.median(bf16['gflops']):.0f} GFLOP/s with it and {np.median(ieee['gflops']):.0f} without "
+                      "(medians of 3 interleaved rounds); the largest error of a "
+                      f"(448 x 384) x (384 x 1536) product against float64 is {bf16['max_error']:.1e} with it, "
+                      f"{ieee['max_error']:.1e} without, and {math['bf16_operands_max_error']:.1e} with bf16 operands "
+                      "(" + ("its products are bf16's: it could stand in for autocast's casts"
+                             if bf16["max_error"] > 10 * ieee["max_error"] else
+                             "its products keep fp32's error, so they are not bf16 products and cannot stand in "
+                             "for autocast's casts") + ")."]
         for label, v in ones.items():
             share = v["step_seconds"] / profiles[label.partition(",")[0]]["step_seconds"]
             lines += ["", f"{label} ({v['positions_per_step']} token positions): a step costs "
