@@ -938,12 +938,24 @@ def _render_best(args: argparse.Namespace, results: dict[str, Any]) -> list[str]
                              if bf16["max_error"] > 10 * ieee["max_error"] else
                              "its products keep fp32's error, so they are not bf16 products and cannot stand in "
                              "for autocast's casts") + ")."]
+        ceilings = [v for k, v in results.items() if k.startswith("ceiling:")]
         for label, v in ones.items():
-            share = v["step_seconds"] / profiles[label.partition(",")[0]]["step_seconds"]
+            precision = label.partition(",")[0]
+            batch = profiles[precision]
+            rest = batch["step_seconds"] - v["step_seconds"]
+            # the real steps' FLOPs, taking each sentence at the steps' mean padded length
+            flops = batch["examples_per_step"] * flops_per_example(batch["positions_per_step"]
+                                                                   / batch["examples_per_step"])
             lines += ["", f"{label} ({v['positions_per_step']} token positions): a step costs "
-                      f"{1000 * v['step_seconds']:.0f} ms without the profiler, {share:.0%} of a real batch's step "
-                      "above; top ops of the whole step "
-                      "(self ms/step): " + ", ".join(f"`{k}` {1000 * t:.1f}" for k, t in v["top_ops_whole_step"]) + "."]
+                      f"{1000 * v['step_seconds']:.0f} ms without the profiler, "
+                      f"{v['step_seconds'] / batch['step_seconds']:.0%} of a real batch's step above; top ops of "
+                      "the whole step (self ms/step): "
+                      + ", ".join(f"`{k}` {1000 * t:.1f}" for k, t in v["top_ops_whole_step"]) + "."]
+            if ceilings:
+                rate = float(np.median([c[f"{precision}_2048"] for c in ceilings])) * 1e9
+                lines[-1] += (f" The rest of the real step, {1000 * rest:.0f} ms, carries its {flops / 1e9:.1f} GFLOP "
+                              f"({1000 * flops / rate:.0f} ms at the median {precision} 2048³ rate above): the work "
+                              f"that grows with the tokens runs at {flops / rate / rest:.0%} of that ceiling.")
         lines.append("")
     return lines
 
