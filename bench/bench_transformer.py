@@ -112,7 +112,7 @@ def speed_gluebench(args: argparse.Namespace, precision: str = "fp32", compiled:
     model = _gluebench_model(args, task, train_set)
     config = TrainConfig(epochs=args.speed_epochs, batch_size=args.batch_size, lr=args.lr, warmup_ratio=0.1,
                          seed=args.seed, patience=99, progress=False,
-                         mixed_precision=None if precision == "fp32" else precision, torch_compile=compiled)
+                         mixed_precision="no" if precision == "fp32" else precision, torch_compile=compiled)
     outcome = train(model, task, train_set, {"dev": dev}, config)
     last = outcome.history[-1]
     lengths = [model.length(f) for f in model.encode(train_set)]
@@ -397,7 +397,7 @@ def profile(args: argparse.Namespace, precision: str) -> dict[str, Any]:
     task, train_set, dev = _slice(args)
     model = _gluebench_model(args, task, train_set)
     config = TrainConfig(epochs=1, batch_size=args.batch_size, lr=args.lr, warmup_ratio=0.1, seed=args.seed,
-                         patience=99, progress=False, mixed_precision=None if precision == "fp32" else precision)
+                         patience=99, progress=False, mixed_precision="no" if precision == "fp32" else precision)
     layouts = contextlib.ExitStack()  # the loop's training layout (trained embedding rows) while profiling
     run = _start([TaskData(task, model, train_set, {"dev": dev})], config, None, False, None, layouts)
     steps = [[b] for b in run.sampler.epoch(1, [task.name])]
