@@ -204,7 +204,7 @@ YAML_ERRORS = [
     ("multitask: maybe\n", "bad.yaml: 'multitask' must be bool, got 'maybe'"),
     ("lr: -0.1\n", "bad.yaml: 'lr' must be positive, got -0.1"),
     ("dropout: 1.0\n", "bad.yaml: 'dropout' must be in [0, 1), got 1.0"),
-    ("mixed_precision: fp8\n", "bad.yaml: 'mixed_precision' must be one of no, fp16, bf16, got 'fp8'"),
+    ("mixed_precision: fp8\n", "bad.yaml: 'mixed_precision' must be one of auto, no, fp16, bf16, got 'fp8'"),
     ("tasks: []\n", "bad.yaml: 'tasks' must name at least one"),
     ("seeds: [1, 1]\n", "bad.yaml: 'seeds' repeats 1"),
     ("model: glove-cbow\nepochs: 2\n  lr: 3\n", "bad.yaml:3: not valid YAML"),

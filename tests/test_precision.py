@@ -3,6 +3,7 @@ loss an fp32 step does, within bf16's precision. Real GLUE slices, real models."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,10 @@ from gluebench.artifacts import subsample
 from gluebench.config import FamilyOptions, TrainConfig
 from gluebench.data.read import read_split
 from gluebench.models import get_family
+from gluebench.runs import RunPaths
 from gluebench.tasks import TASKS
-from gluebench.training import make_accelerator, train
+from gluebench.training import make_accelerator, native_bf16, resolve_mixed_precision, train
+from tests.conftest import CliRun
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -70,3 +73,39 @@ def test_one_bf16_step_computes_the_fp32_loss_within_bf16_precision(glue_dir: Pa
         full, half = loss(None), loss(torch.bfloat16)
     assert half.item() != full.item()  # it really ran in bf16
     assert half.item() == pytest.approx(full.item(), rel=2e-2)  # bf16 keeps 8 bits of mantissa
+
+
+def _cpu_has_native_bf16() -> bool:
+    """Read off the kernel's CPU flags, independently of torch's own check."""
+    flags = Path("/proc/cpuinfo").read_text()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def test_auto_precision_is_bf16_for_transformers_where_the_device_computes_bf16(
+        glue_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    train_set, _ = _sst2(glue_dir, 8)
+    minilm = get_family("minilm").build(TASKS["SST-2"], train_set, FamilyOptions(max_length=16), seed=1)
+    cbow = get_family("glove-cbow").build(TASKS["SST-2"], train_set, FamilyOptions(), seed=1)
+    if not torch.cuda.is_available():  # on a CPU the kernel's flags decide (this machine has AVX512-BF16)
+        assert native_bf16() == _cpu_has_native_bf16()
+    native = native_bf16()
+    assert resolve_mixed_precision("auto", [minilm]) == ("bf16" if native else "no")
+    assert resolve_mixed_precision("auto", [cbow]) == "no"  # static families: fp32 until measured otherwise
+    assert resolve_mixed_precision("auto", [minilm, cbow]) == "no"
+    assert resolve_mixed_precision("no", [minilm]) == "no" and resolve_mixed_precision("bf16", [cbow]) == "bf16"
+    for launched in ("no", "fp16"):  # under `accelerate launch --mixed_precision X`, auto is the launcher's X
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launched)
+        assert resolve_mixed_precision("auto", [minilm]) == launched
+
+
+def test_a_run_on_defaults_records_the_precision_auto_chose(glue_dir: Path, tmp_path: Path, cli: CliRun) -> None:
+    """`gluebench run` without --mixed-precision: result.json says what the run trained in, the log says why."""
+    expected = "bf16" if native_bf16() else "no"
+    for model, precision in (("minilm", expected), ("glove-cbow", "no")):
+        out = tmp_path / model
+        code, _, err = cli("run", "--model", model, "--tasks", "WNLI", "--max-train-examples", "32", "--epochs", "1",
+                           "--max-length", "32", "--no-progress", "--data-dir", str(glue_dir), "-o", str(out))
+        assert code == 0, err
+        assert json.loads(RunPaths(out).result("WNLI", 1).read_text())["config"]["mixed_precision"] == precision
+        assert f"mixed precision auto: {precision}" in (out / "run.log").read_text()

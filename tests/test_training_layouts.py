@@ -224,7 +224,7 @@ def test_minilm_predictions_with_the_prediction_layout_equal_the_full_models(glu
     rows = read_split(task, "dev", glue_dir)[:40]
     model = get_family("minilm").build(task, rows, FamilyOptions(max_length=128), seed=0)
     features = model.encode(rows)
-    predicted = predict_outputs(model, task, features, make_accelerator())
+    predicted = predict_outputs(model, task, features, make_accelerator("no"))
     model.module.eval()
     with torch.no_grad():
         full = model.module(**model.collate(features))

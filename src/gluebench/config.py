@@ -34,7 +34,7 @@ from gluebench.errors import ConfigError
 
 EVALUATE_ONLY = ("label_map",)  # options of `gluebench evaluate` that `run` and `sweep` do not take
 COMMAND_LINE = "option"  # the `where` of values typed on the command line ("option 'epochs' must be ...")
-MIXED_PRECISION = ("no", "fp16", "bf16")
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 
 
@@ -101,7 +101,9 @@ class TrainConfig:
     patience: int = option(2, "Early stopping: epochs without improvement of the main dev metric.", positive=True)
     max_grad_norm: float = option(1.0, "Gradient clipping norm (0: no clipping).", minimum=0)
     eval_batch_size: int = option(128, "Batch size for dev and test prediction.", positive=True)
-    mixed_precision: str = option("no", "Mixed precision: no, fp16 (GPU) or bf16.", choices=MIXED_PRECISION)
+    mixed_precision: str = option("auto", "Mixed precision: auto (accelerate launch's setting if any, else bf16 for "
+                                  "fine-tuned Transformers where the GPU or CPU computes bf16 natively, else no), "
+                                  "no, fp16 (GPU) or bf16.", choices=MIXED_PRECISION)
     torch_compile: bool = option(False, "torch.compile the model for its training steps (inductor; the first "
                                  "steps pay the compile time, prediction stays eager).")
     checkpoint_steps: int | None = option(None, "Also checkpoint every N optimiser steps inside an epoch.",

@@ -49,7 +49,7 @@ from gluebench.metrics import compute_metrics
 from gluebench.models import Capability, TaskModel, get_family
 from gluebench.runs import RunPaths, atomic_write_bytes, atomic_write_json, read_json
 from gluebench.tasks import TaskSpec, get_task, resolve_tasks
-from gluebench.training import make_accelerator, outputs_to_labels, predict_outputs
+from gluebench.training import make_accelerator, outputs_to_labels, predict_outputs, resolve_mixed_precision
 
 log = logging.getLogger("gluebench")
 
@@ -82,7 +82,7 @@ class Evaluated:
 
 
 def _model_outputs(model: TaskModel, spec: TaskSpec, config: RunConfig) -> Callable[[list[Example]], torch.Tensor]:
-    accelerator = make_accelerator(config.mixed_precision)
+    accelerator = make_accelerator(resolve_mixed_precision(config.mixed_precision, [model]))
     model.module.to(accelerator.device)
 
     def outputs(examples: list[Example]) -> torch.Tensor:

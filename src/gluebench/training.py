@@ -29,12 +29,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import math
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -62,6 +63,8 @@ from gluebench.metrics import compute_metrics
 from gluebench.models.base import Batch, Feature, TaskModel
 from gluebench.runs import atomic_write_bytes, atomic_write_json, replace_directory
 from gluebench.tasks import TaskSpec
+
+log = logging.getLogger("gluebench")
 
 T = TypeVar("T")
 EpochCallback = Callable[[str, dict[str, Any]], None]
@@ -252,6 +255,32 @@ def predict_outputs(
 
 _TRACKER_CHECKS = {"tensorboard": is_tensorboard_available, "mlflow": is_mlflow_available,
                    "wandb": is_wandb_available}
+
+
+def native_bf16() -> bool:
+    """Whether this process's device computes bf16 natively: a CUDA GPU with bf16 units, or a CPU with
+    AVX512-BF16 or AMX. Elsewhere bf16 is emulated, slower than fp32."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def resolve_mixed_precision(requested: str, models: Sequence[TaskModel]) -> str:
+    """The precision ``requested`` means for these models here. ``auto`` is what ``accelerate launch`` (or
+    accelerate's environment) set, if anything; else bf16 where every model gains from it
+    (`TaskModel.auto_precision`) and the device computes bf16 natively; else no. Other values stay."""
+    if requested != "auto":
+        return requested
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    wanted = bool(models) and all(model.auto_precision == "bf16" for model in models)
+    if launched:
+        resolved, why = launched, "as accelerate launch set it"
+    elif wanted and native_bf16():
+        resolved, why = "bf16", "this device computes bf16 natively"
+    else:
+        resolved, why = "no", "no native bf16 here" if wanted else "this model family trains in fp32"
+    log.info("mixed precision auto: %s (%s)", resolved, why)
+    return resolved
 
 
 def make_accelerator(mixed_precision: str | None = None, trackers: Sequence[str] = (),
@@ -624,8 +653,11 @@ def train_tasks(tasks: Sequence[TaskData], config: TrainConfig, *, checkpoint_di
     optimiser steps); with ``resume`` the newest complete checkpoint there is loaded and training continues
     where it stopped, reaching the same result as an uninterrupted run. Each task's best weights are in its
     outcome (and its ``best_weights_path``); with one task they also end up in its module. Under
-    ``accelerate launch`` only the main process writes.
+    ``accelerate launch`` only the main process writes. ``mixed_precision`` auto is resolved here
+    (`resolve_mixed_precision`); a caller that records the config resolves it first.
     """
+    config = replace(config, mixed_precision=resolve_mixed_precision(config.mixed_precision,
+                                                                     [task.model for task in tasks]))
     with contextlib.ExitStack() as layouts:  # each model in its training layout until the loop ends
         run = _start(tasks, config, checkpoint_dir, resume, on_epoch, layouts)
         resumed_from = ({"epoch": run.state.epoch, "global_step": run.state.global_step}
