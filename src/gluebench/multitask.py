@@ -60,6 +60,7 @@ def train_seed(family: ModelFamily, config: RunConfig, tconf: TrainConfig, paths
                               paths.weights(spec.name, seed) if main else None))
     checkpoint = paths.multitask_checkpoint(seed)
     tconf = replace(tconf, mixed_precision=resolve_mixed_precision(tconf.mixed_precision, list(models.values())))
+
     def epoch_done(name: str, record: dict[str, Any]) -> None:
         log.info("multitask %s seed %d epoch %d: %s", name, seed, record["epoch"], _shown(specs, name, record))
         if on_epoch is not None:
