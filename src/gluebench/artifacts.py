@@ -188,7 +188,8 @@ def task_result(spec: TaskSpec, seed: int, outcome: TrainOutcome, examples: Task
         "task": spec.name, "seed": seed, "metrics": outcome.best_metrics, "best_epoch": outcome.best_epoch,
         "epochs_run": len(outcome.history), "train_examples": len(examples.train),
         "train_seconds": outcome.train_seconds, "examples_per_second": outcome.examples_per_second,
-        "predict_seconds": predict_seconds, "config": config.__dict__,
+        "predict_seconds": predict_seconds,
+        "config": {**config.__dict__, "mixed_precision": outcome.mixed_precision},  # auto: what it resolved to
         "coverage": model.metadata().get("coverage"), "resumed_from": outcome.resumed_from, **extra,
     }
 

@@ -18,7 +18,6 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from gluebench.errors import ConfigError
 from gluebench.models import Capability, ModelFamily
 from gluebench.runs import RunPaths, atomic_write_json
 from gluebench.tasks import TaskSpec
-from gluebench.training import TaskData, is_main_process, load_weights_bytes, resolve_mixed_precision, train_tasks
+from gluebench.training import TaskData, is_main_process, load_weights_bytes, train_tasks
 
 log = logging.getLogger("gluebench")
 
@@ -59,8 +58,6 @@ def train_seed(family: ModelFamily, config: RunConfig, tconf: TrainConfig, paths
         tasks.append(TaskData(spec, models[spec.name], examples[spec.name].train, examples[spec.name].dev,
                               paths.weights(spec.name, seed) if main else None))
     checkpoint = paths.multitask_checkpoint(seed)
-    tconf = replace(tconf, mixed_precision=resolve_mixed_precision(tconf.mixed_precision, list(models.values())))
-
     def epoch_done(name: str, record: dict[str, Any]) -> None:
         log.info("multitask %s seed %d epoch %d: %s", name, seed, record["epoch"], _shown(specs, name, record))
         if on_epoch is not None:

@@ -14,7 +14,6 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ from gluebench.runs import (
     read_json,
 )
 from gluebench.tasks import TASKS, TaskSpec, resolve_tasks
-from gluebench.training import is_main_process, resolve_mixed_precision, train, wait_for_everyone
+from gluebench.training import is_main_process, train, wait_for_everyone
 
 log = logging.getLogger("gluebench")
 
@@ -62,7 +61,6 @@ def _train_one(family: ModelFamily, config: RunConfig, paths: RunPaths, spec: Ta
     if main:
         atomic_write_json(paths.seed_dir(spec.name, seed) / "model_meta.json", model.metadata())
     tconf = train_config(config, family, seed)
-    tconf = replace(tconf, mixed_precision=resolve_mixed_precision(tconf.mixed_precision, [model]))
     outcome = train(
         model, spec, examples.train, examples.dev, tconf,
         checkpoint_dir=paths.checkpoint(spec.name, seed), best_weights_path=paths.weights(spec.name, seed),

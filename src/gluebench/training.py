@@ -92,6 +92,7 @@ class TrainOutcome:
     train_examples: int
     best_weights: bytes | None = None  # safetensors bytes of the best epoch's module (None: no epoch ran)
     resumed_from: dict[str, int] | None = None  # {"epoch", "global_step"} of the checkpoint continued from
+    mixed_precision: str | None = None  # the precision it trained in (``auto`` resolved)
     examples_per_second: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -654,7 +655,7 @@ def train_tasks(tasks: Sequence[TaskData], config: TrainConfig, *, checkpoint_di
     where it stopped, reaching the same result as an uninterrupted run. Each task's best weights are in its
     outcome (and its ``best_weights_path``); with one task they also end up in its module. Under
     ``accelerate launch`` only the main process writes. ``mixed_precision`` auto is resolved here
-    (`resolve_mixed_precision`); a caller that records the config resolves it first.
+    (`resolve_mixed_precision`); each outcome names the precision it trained in.
     """
     config = replace(config, mixed_precision=resolve_mixed_precision(config.mixed_precision,
                                                                      [task.model for task in tasks]))
@@ -833,7 +834,7 @@ def _outcome(run: _Run, name: str, resumed_from: dict[str, int] | None) -> Train
     best = next((h for h in progress.history if h["epoch"] == progress.best_epoch),
                 progress.history[-1] if progress.history else {})
     return TrainOutcome(progress.history, progress.best_epoch, {k: best[k] for k in spec.metric_keys if k in best},
-                        progress.seconds, progress.seen, run.best.get(name), resumed_from)
+                        progress.seconds, progress.seen, run.best.get(name), resumed_from, run.config.mixed_precision)
 
 
 def train(
