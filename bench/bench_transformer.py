@@ -338,13 +338,8 @@ def _profiled_steps(run: Any, steps: list[Any]) -> dict[str, Any]:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    from gluebench.training import _optimizer_step
-
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-        started = time.perf_counter()
-        for step in steps:
-            _optimizer_step(run, step)
-        profiled = (time.perf_counter() - started) / len(steps)
+        profiled = _timed_steps(run, steps)
     phases: dict[str, float] = {}
     groups: dict[str, float] = {}
     ops: dict[str, float] = {}
@@ -891,8 +886,8 @@ def _render_best(args: argparse.Namespace, results: dict[str, Any]) -> list[str]
                       f"({'met' if share >= 0.6 else 'NOT met'}).", ""]
     profiles = {p: v for p in ("fp32", "bf16") if (v := results.get(f"profile:{p}"))}
     if profiles:
-        ones = {f"{p}, 1 sentence": v["one_sentence"] for p, v in profiles.items() if "one_sentence" in v}
-        columns = {**profiles, **ones}
+        ones = {p: v["one_sentence"] for p, v in profiles.items() if "one_sentence" in v}
+        columns = {**profiles, **{f"{p}, 1 sentence": v for p, v in ones.items()}}
         header = "| " + " | ".join(f"{p} ms/step | {p} share" for p in columns) + " |"
         rule = "---:|---:|" * len(columns)
         lines += ["## Where one training step's time goes (torch.profiler, gluebench `_optimizer_step`)", "",
@@ -939,14 +934,13 @@ def _render_best(args: argparse.Namespace, results: dict[str, Any]) -> list[str]
                              "its products keep fp32's error, so they are not bf16 products and cannot stand in "
                              "for autocast's casts") + ")."]
         ceilings = [v for k, v in results.items() if k.startswith("ceiling:")]
-        for label, v in ones.items():
-            precision = label.partition(",")[0]
+        for precision, v in ones.items():
             batch = profiles[precision]
             rest = batch["step_seconds"] - v["step_seconds"]
             # the real steps' FLOPs, taking each sentence at the steps' mean padded length
             flops = batch["examples_per_step"] * flops_per_example(batch["positions_per_step"]
                                                                    / batch["examples_per_step"])
-            lines += ["", f"{label} ({v['positions_per_step']} token positions): a step costs "
+            lines += ["", f"{precision}, 1 sentence ({v['positions_per_step']} token positions): a step costs "
                       f"{1000 * v['step_seconds']:.0f} ms without the profiler, "
                       f"{v['step_seconds'] / batch['step_seconds']:.0%} of a real batch's step above; top ops of "
                       "the whole step (self ms/step): "
