@@ -8,11 +8,14 @@ Three parts, all measured in one run on this machine:
     model over ``PackedSequence``s (length-grouped, the textbook way) to show why gluebench does not use them;
 (b) a full ``gluebench run`` of each encoder on every task with training data here, with dev metrics, wall
     time and the GLUE paper's BiLSTM numbers beside them;
-(c) one multitask glove-bilstm run over the same tasks, against the single-task runs of (b).
+(c) one multitask glove-bilstm run over the same tasks, against the single-task runs of (b);
+(d) fp32 against bf16 (CPU autocast) for one encoder over seeds: dev metrics and training rates, the two
+    precisions taking turns, which decides what ``--mixed-precision auto`` picks for the family.
 
     .venv/bin/python bench/bench_static.py                     # everything (about an hour on 2 busy cores)
     .venv/bin/python bench/bench_static.py --parts a --threads 1,2
     .venv/bin/python bench/bench_static.py --parts a --reuse WORK/results.json   # redo one part
+    .venv/bin/python bench/bench_static.py --parts d --run-threads 2 --seeds 1,2,3 --reuse WORK/results.json
     .venv/bin/python bench/bench_static.py --render-only WORK/results.json
 
 Raw results go to ``WORK/results.json`` (``--work-dir``), so the Markdown can be re-rendered without retraining.
@@ -24,6 +27,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -198,10 +202,7 @@ def recurrent_matmul_gflops(hidden: int, batch: int, seconds: float = 3.0,
 def full_run(model: str, data_dir: Path, work: Path, threads: int, multitask: bool = False) -> dict[str, Any]:
     torch.set_num_threads(threads)
     out = work / f"{model}{'-multitask' if multitask else ''}"
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
+    shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     summary = run(RunConfig(model=model, tasks=["all"], data_dir=str(data_dir), output_dir=str(out), progress=False,
                             multitask=multitask))
@@ -216,6 +217,31 @@ def full_run(model: str, data_dir: Path, work: Path, threads: int, multitask: bo
     run_json = json.loads((out / "run.json").read_text())
     return {"model": model, "multitask": multitask, "wall_seconds": wall, "tasks": tasks,
             "glue_score_label": run_json["glue_score_label"], "skipped": summary.skipped}
+
+
+# ---- (d) precision -----------------------------------------------------------------------------------
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def precision_study(model: str, data_dir: Path, work: Path, threads: int, tasks: list[str],
+                    seeds: list[int]) -> dict[str, Any]:
+    """Full single-task runs of ``model`` in fp32 and in bf16, one seed at a time, the order reversed every
+    other seed, so both precisions meet the same load and the same seeds."""
+    torch.set_num_threads(threads)
+    runs = []
+    for number, seed in enumerate(seeds):
+        for precision in PRECISIONS if number % 2 == 0 else PRECISIONS[::-1]:
+            out = work / f"{model}-{precision}-seed-{seed}"
+            shutil.rmtree(out, ignore_errors=True)
+            print(f"(d) {model}, {precision}, seed {seed}, load {_load()}", flush=True)
+            summary = run(RunConfig(model=model, tasks=tasks, seeds=[seed], data_dir=str(data_dir),
+                                    output_dir=str(out), progress=False,
+                                    mixed_precision="no" if precision == "fp32" else precision))
+            runs += [{"task": name, "seed": seed, "precision": precision, "metrics": info["mean"],
+                      "examples_per_second": info["examples_per_second"], "train_seconds": info["train_seconds"],
+                      "load": _load()} for name, info in summary.tasks.items()]
+    return {"model": model, "threads": threads, "seeds": seeds, "runs": runs}
 
 
 # ---- report -----------------------------------------------------------------------------------------
@@ -273,6 +299,8 @@ def render(results: dict[str, Any]) -> str:
         lines += _render_full(results["full"])
     if results.get("multitask"):
         lines += _render_multitask(results["multitask"], results.get("full", {}).get("glove-bilstm"))
+    if results.get("precision"):
+        lines += render_precision(results["precision"])
     return "\n".join(lines) + "\n"
 
 
@@ -405,6 +433,42 @@ def _render_full(full: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def render_precision(study: dict[str, Any]) -> list[str]:
+    """Part (d): per task, each precision's main dev metric per seed and its mean, the mean per-seed difference
+    and the median ratio of training rates, then whether bf16 keeps dev within 1 point on every task."""
+    model, runs = study["model"], study["runs"]
+    lines = [f"## (d) fp32 against bf16: {model}, {len(study['seeds'])} seeds, {study['threads']} thread(s)", "",
+             f"Full single-task runs (`gluebench run --model {model} --mixed-precision no|bf16`, family defaults, "
+             "early stopping on dev), one seed at a time, the two precisions one after the other (order reversed "
+             "every other seed). Dev is the task's main metric (x100) at the best epoch; rates are training "
+             "examples/s over all epochs.", "",
+             "| task | metric | fp32 per seed | bf16 per seed | fp32 mean | bf16 mean | bf16 − fp32 | "
+             "fp32 ex/s | bf16 ex/s | bf16 / fp32 rate |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    differences = {}
+    for task in [t for t in TASK_ORDER if any(r["task"] == t for r in runs)]:
+        key = TASKS[task].main_metric
+        by = {p: {r["seed"]: r for r in runs if r["task"] == task and r["precision"] == p} for p in PRECISIONS}
+        seeds = sorted(set(by["fp32"]) & set(by["bf16"]))
+        if not seeds:
+            continue
+        dev = {p: [by[p][s]["metrics"][key] for s in seeds] for p in PRECISIONS}
+        rate = {p: [by[p][s]["examples_per_second"] for s in seeds] for p in PRECISIONS}
+        differences[task] = float(np.mean(np.subtract(dev["bf16"], dev["fp32"])))
+        ratio = float(np.median(np.divide(rate["bf16"], rate["fp32"])))
+        lines.append(f"| {task} | {key} | {' / '.join(f'{x:.1f}' for x in dev['fp32'])} | "
+                     f"{' / '.join(f'{x:.1f}' for x in dev['bf16'])} | {np.mean(dev['fp32']):.1f} | "
+                     f"{np.mean(dev['bf16']):.1f} | {differences[task]:+.1f} | {np.median(rate['fp32']):,.0f} | "
+                     f"{np.median(rate['bf16']):,.0f} | {ratio:.2f}x |")
+    worst = min(differences, key=lambda t: differences[t])
+    kept = all(d >= -1.0 for d in differences.values())
+    lines += ["", "bf16 keeps dev within 1 point of fp32 (mean over seeds) on every task: "
+              f"**{'yes' if kept else 'no'}** (lowest: {worst} {differences[worst]:+.1f})."
+              + (f" So `--mixed-precision auto` trains {model} in bf16 on CPUs that compute it natively." if kept
+                 else f" So `--mixed-precision auto` keeps {model} in fp32."), ""]
+    return lines
+
+
 def _render_multitask(multi: dict[str, Any], single: dict[str, Any] | None) -> list[str]:
     lines = [
         "## (c) Multitask against single-task (glove-bilstm)",
@@ -433,7 +497,8 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="GLUE data directory (default: found as gluebench does)")
     parser.add_argument("--out", default=str(REPO / "docs" / "results" / "static.md"))
     parser.add_argument("--work-dir", default=None, help="where run directories and results.json go")
-    parser.add_argument("--parts", default="a,b,c", help="which parts to run: a (speed), b (full runs), c (multitask)")
+    parser.add_argument("--parts", default="a,b,c",
+                        help="which parts to run: a (speed), b (full runs), c (multitask), d (precision)")
     parser.add_argument("--threads", default="1", help="torch threads for part (a), comma-separated (e.g. 1,2)")
     parser.add_argument("--precisions", default="fp32",
                         help="part (a) under these precisions, comma-separated (fp32, bf16: CPU autocast)")
@@ -443,6 +508,9 @@ def main() -> None:
     parser.add_argument("--max-examples", type=int, default=None,
                         help="part (a) on a fixed random slice of SST-2 train (default: the whole epoch)")
     parser.add_argument("--models", default=",".join(ENCODERS), help="encoders for part (b)")
+    parser.add_argument("--precision-model", default="glove-bilstm", help="the encoder part (d) studies")
+    parser.add_argument("--precision-tasks", default="SST-2,CoLA,MRPC,STS-B,RTE", help="part (d)'s tasks")
+    parser.add_argument("--seeds", default="1,2,3", help="part (d)'s seeds, comma-separated")
     parser.add_argument("--render-only", default=None, help="re-render the Markdown from a results.json")
     parser.add_argument("--reuse", default=None,
                         help="a results.json to update: the parts run now replace its, the others are kept")
@@ -488,6 +556,10 @@ def main() -> None:
         if "c" in parts:
             print(f"(c) multitask glove-bilstm, load {_load()}", flush=True)
             results["multitask"] = full_run("glove-bilstm", data_dir, work, args.run_threads, multitask=True)
+        if "d" in parts:
+            results["precision"] = precision_study(args.precision_model, data_dir, work, args.run_threads,
+                                                   args.precision_tasks.split(","),
+                                                   [int(s) for s in args.seeds.split(",")])
         session["load_end"] = _load()
         save()
         print(f"raw results: {work / 'results.json'}")
