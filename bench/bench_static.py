@@ -300,7 +300,7 @@ def render(results: dict[str, Any]) -> str:
     if results.get("multitask"):
         lines += _render_multitask(results["multitask"], results.get("full", {}).get("glove-bilstm"))
     if results.get("precision"):
-        lines += render_precision(results["precision"])
+        lines += render_precision(results["precision"], _sessions(results))
     return "\n".join(lines) + "\n"
 
 
@@ -433,11 +433,13 @@ def _render_full(full: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def render_precision(study: dict[str, Any]) -> list[str]:
+def render_precision(study: dict[str, Any], sessions: list[dict[str, Any]]) -> list[str]:
     """Part (d): per task, each precision's main dev metric per seed and its mean, the mean per-seed difference
     and the median ratio of training rates, then whether bf16 keeps dev within 1 point on every task."""
     model, runs = study["model"], study["runs"]
     lines = [f"## (d) fp32 against bf16: {model}, {len(study['seeds'])} seeds, {study['threads']} thread(s)", "",
+             *(f"Run: `{x['command']}`, {x['date'][:16].replace('T', ' ')} UTC, commit `{x['commit']}`, load "
+               f"{x['load_start']} → {x['load_end']}." for x in sessions if "d" in x["parts"].split(",")), "",
              f"Full single-task runs (`gluebench run --model {model} --mixed-precision no|bf16`, family defaults, "
              "early stopping on dev), one seed at a time, the two precisions one after the other (order reversed "
              "every other seed). Dev is the task's main metric (x100) at the best epoch; rates are training "
@@ -454,7 +456,7 @@ def render_precision(study: dict[str, Any]) -> list[str]:
             continue
         dev = {p: [by[p][s]["metrics"][key] for s in seeds] for p in PRECISIONS}
         rate = {p: [by[p][s]["examples_per_second"] for s in seeds] for p in PRECISIONS}
-        differences[task] = float(np.mean(np.subtract(dev["bf16"], dev["fp32"])))
+        differences[task] = round(float(np.mean(np.subtract(dev["bf16"], dev["fp32"]))), 1) + 0.0  # no "-0.0"
         ratio = float(np.median(np.divide(rate["bf16"], rate["fp32"])))
         lines.append(f"| {task} | {key} | {' / '.join(f'{x:.1f}' for x in dev['fp32'])} | "
                      f"{' / '.join(f'{x:.1f}' for x in dev['bf16'])} | {np.mean(dev['fp32']):.1f} | "

@@ -667,7 +667,7 @@ def render(args: argparse.Namespace, results: dict[str, Any]) -> str:
                     if "a" in x["parts"].split(",")), "",
                   *bench_static._render_throughput(runs)[1:]]
         if static.get("precision"):
-            lines += bench_static.render_precision(static["precision"])
+            lines += bench_static.render_precision(static["precision"], bench_static._sessions(static))
     if results.get("notes"):
         lines += ["", "## Notes", "", *(f"- {note}" for note in results["notes"])]
     return "\n".join(lines) + "\n"
