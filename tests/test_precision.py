@@ -81,17 +81,20 @@ def _cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def test_auto_precision_is_bf16_for_transformers_where_the_device_computes_bf16(
+def test_auto_precision_is_bf16_where_measured_and_the_device_computes_bf16(
         glue_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     train_set, _ = _sst2(glue_dir, 8)
     minilm = get_family("minilm").build(TASKS["SST-2"], train_set, FamilyOptions(max_length=16), seed=1)
     cbow = get_family("glove-cbow").build(TASKS["SST-2"], train_set, FamilyOptions(), seed=1)
+    bilstm = get_family("glove-bilstm").build(TASKS["SST-2"], train_set, FamilyOptions(), seed=1)
     if not torch.cuda.is_available():  # on a CPU the kernel's flags decide (this machine has AVX512-BF16)
         assert native_bf16() == _cpu_has_native_bf16()
     native = native_bf16()
     assert resolve_mixed_precision("auto", [minilm]) == ("bf16" if native else "no")
-    assert resolve_mixed_precision("auto", [cbow]) == "no"  # static families: fp32 until measured otherwise
+    assert resolve_mixed_precision("auto", [bilstm]) == ("bf16" if native else "no")
+    assert resolve_mixed_precision("auto", [cbow]) == "no"  # the other static encoders: fp32, bf16 not measured
+    assert resolve_mixed_precision("auto", [bilstm, cbow]) == "no"
     assert resolve_mixed_precision("auto", [minilm, cbow]) == "no"
     assert resolve_mixed_precision("no", [minilm]) == "no" and resolve_mixed_precision("bf16", [cbow]) == "bf16"
     for launched in ("no", "fp16"):  # under `accelerate launch --mixed_precision X`, auto is the launcher's X
@@ -102,7 +105,7 @@ def test_auto_precision_is_bf16_for_transformers_where_the_device_computes_bf16(
 def test_a_run_on_defaults_records_the_precision_auto_chose(glue_dir: Path, tmp_path: Path, cli: CliRun) -> None:
     """`gluebench run` without --mixed-precision: result.json says what the run trained in, the log says why."""
     expected = "bf16" if native_bf16() else "no"
-    for model, precision in (("minilm", expected), ("glove-cbow", "no")):
+    for model, precision in (("minilm", expected), ("glove-bilstm", expected), ("glove-cbow", "no")):
         out = tmp_path / model
         code, _, err = cli("run", "--model", model, "--tasks", "WNLI", "--max-train-examples", "32", "--epochs", "1",
                            "--max-length", "32", "--no-progress", "--data-dir", str(glue_dir), "-o", str(out))

@@ -243,6 +243,12 @@ def static_capabilities(encoder: str) -> frozenset[Capability]:
     return frozenset(base if encoder == "cbow" else base | {Capability.TOKEN_OUTPUTS})
 
 
+# What `--mixed-precision auto` takes per encoder where the device computes bf16 natively: bf16 where it was
+# measured at the same dev and faster (glove-bilstm over 5 tasks x 5 seeds: dev within 0.1 point per task,
+# 1.24-1.68x the fp32 training rate; docs/results/speed.md), fp32 where that was not measured.
+AUTO_PRECISION = {"bilstm": "bf16"}
+
+
 class StaticTaskModel(TaskModel):
     """A `TaskModel`: the vocabulary that turns examples into word ids, and the module."""
 
@@ -255,6 +261,7 @@ class StaticTaskModel(TaskModel):
         self.config = config
         self.extra = extra  # family, embeddings source, coverage
         self.capabilities = static_capabilities(config.encoder)
+        self.auto_precision = AUTO_PRECISION.get(config.encoder, "no")
 
     def _ids(self, text: str) -> torch.Tensor:
         ids = self.vocab.encode(text)[: self.config.max_length] or [Vocabulary.UNK]  # never an empty sequence
