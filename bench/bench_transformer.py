@@ -666,8 +666,8 @@ def render(args: argparse.Namespace, results: dict[str, Any]) -> str:
                     f"{x['load_start']} → {x['load_end']}." for x in bench_static._sessions(static)
                     if "a" in x["parts"].split(",")), "",
                   *bench_static._render_throughput(runs)[1:]]
-        if static.get("precision"):
-            lines += bench_static.render_precision(static["precision"], bench_static._sessions(static))
+        for study in static.get("precision", {}).values():
+            lines += bench_static.render_precision(study, bench_static._sessions(static))
     if results.get("notes"):
         lines += ["", "## Notes", "", *(f"- {note}" for note in results["notes"])]
     return "\n".join(lines) + "\n"
