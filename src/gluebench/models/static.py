@@ -245,7 +245,8 @@ def static_capabilities(encoder: str) -> frozenset[Capability]:
 
 # What `--mixed-precision auto` takes per encoder where the device computes bf16 natively: bf16 where it was
 # measured at the same dev and faster (glove-bilstm over 5 tasks x 5 seeds: dev within 0.1 point per task,
-# 1.24-1.68x the fp32 training rate; docs/results/speed.md), fp32 where that was not measured.
+# 1.24-1.68x the fp32 training rate; docs/results/speed.md), fp32 elsewhere (glove-cbow: same dev, not faster,
+# 0.86-1.08x; glove-transformer: not measured).
 AUTO_PRECISION = {"bilstm": "bf16"}
 
 
