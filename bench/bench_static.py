@@ -31,6 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -225,11 +226,12 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def precision_study(model: str, data_dir: Path, work: Path, threads: int, tasks: list[str],
-                    seeds: list[int]) -> dict[str, Any]:
+                    seeds: list[int], save: Callable[[dict[str, Any]], None]) -> None:
     """Full single-task runs of ``model`` in fp32 and in bf16, one seed at a time, the order reversed every
-    other seed, so both precisions meet the same load and the same seeds."""
+    other seed, so both precisions meet the same load and the same seeds. ``save`` gets the study so far
+    after every run, so a stopped study keeps its finished seeds."""
     torch.set_num_threads(threads)
-    runs = []
+    runs: list[dict[str, Any]] = []
     for number, seed in enumerate(seeds):
         for precision in PRECISIONS if number % 2 == 0 else PRECISIONS[::-1]:
             out = work / f"{model}-{precision}-seed-{seed}"
@@ -241,7 +243,7 @@ def precision_study(model: str, data_dir: Path, work: Path, threads: int, tasks:
             runs += [{"task": name, "seed": seed, "precision": precision, "metrics": info["mean"],
                       "examples_per_second": info["examples_per_second"], "train_seconds": info["train_seconds"],
                       "load": _load()} for name, info in summary.tasks.items()]
-    return {"model": model, "threads": threads, "seeds": seeds, "runs": runs}
+            save({"model": model, "threads": threads, "seeds": sorted({r["seed"] for r in runs}), "runs": runs})
 
 
 # ---- report -----------------------------------------------------------------------------------------
@@ -464,6 +466,8 @@ def render_precision(study: dict[str, Any], sessions: list[dict[str, Any]]) -> l
                      f"{' / '.join(f'{x:.1f}' for x in dev['bf16'])} | {np.mean(dev['fp32']):.1f} | "
                      f"{np.mean(dev['bf16']):.1f} | {differences[task]:+.1f} | {np.median(rate['fp32']):,.0f} | "
                      f"{np.median(rate['bf16']):,.0f} | {ratio:.2f}x |")
+    if not differences:  # a study stopped before its first seed ran in both precisions
+        return [*lines, "", "No seed has run in both precisions yet.", ""]
     worst, slowest = min(differences, key=lambda t: differences[t]), min(ratios, key=lambda t: ratios[t])
     kept, faster = all(d >= -1.0 for d in differences.values()), all(r > 1.0 for r in ratios.values())
     lines += ["", "bf16 keeps dev within 1 point of fp32 (mean over seeds) on every task: "
@@ -563,10 +567,14 @@ def main() -> None:
             print(f"(c) multitask glove-bilstm, load {_load()}", flush=True)
             results["multitask"] = full_run("glove-bilstm", data_dir, work, args.run_threads, multitask=True)
         if "d" in parts:
-            results["precision"] = {**results.get("precision", {}),  # by encoder: others studied before stay
-                                    args.precision_model: precision_study(
-                                        args.precision_model, data_dir, work, args.run_threads,
-                                        args.precision_tasks.split(","), [int(s) for s in args.seeds.split(",")])}
+            studies = results["precision"] = {**results.get("precision", {})}  # by encoder: others stay
+
+            def save_study(study: dict[str, Any]) -> None:
+                studies[args.precision_model] = study
+                save()
+
+            precision_study(args.precision_model, data_dir, work, args.run_threads, args.precision_tasks.split(","),
+                            [int(s) for s in args.seeds.split(",")], save_study)
         session["load_end"] = _load()
         save()
         print(f"raw results: {work / 'results.json'}")
