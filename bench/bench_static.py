@@ -16,6 +16,7 @@ Three parts, all measured in one run on this machine:
     .venv/bin/python bench/bench_static.py --parts a --threads 1,2
     .venv/bin/python bench/bench_static.py --parts a --reuse WORK/results.json   # redo one part
     .venv/bin/python bench/bench_static.py --parts d --run-threads 2 --seeds 1,2,3 --reuse WORK/results.json
+    (part (d) again with more seeds runs only the seeds it lacks)
     .venv/bin/python bench/bench_static.py --render-only WORK/results.json
 
 Raw results go to ``WORK/results.json`` (``--work-dir``), so the Markdown can be re-rendered without retraining.
@@ -226,14 +227,19 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def precision_study(model: str, data_dir: Path, work: Path, threads: int, tasks: list[str],
-                    seeds: list[int], save: Callable[[dict[str, Any]], None]) -> None:
+                    seeds: list[int], save: Callable[[dict[str, Any]], None],
+                    done: list[dict[str, Any]] | None = None) -> None:
     """Full single-task runs of ``model`` in fp32 and in bf16, one seed at a time, the order reversed every
     other seed, so both precisions meet the same load and the same seeds. ``save`` gets the study so far
-    after every run, so a stopped study keeps its finished seeds."""
+    after every run; ``done`` (a saved study's runs) skips the (seed, precision) runs that have all ``tasks``,
+    so a stopped or shorter study goes on where it stood."""
     torch.set_num_threads(threads)
-    runs: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = list(done or [])
     for number, seed in enumerate(seeds):
         for precision in PRECISIONS if number % 2 == 0 else PRECISIONS[::-1]:
+            if set(tasks) <= {r["task"] for r in runs if r["seed"] == seed and r["precision"] == precision}:
+                continue
+            runs = [r for r in runs if not (r["seed"] == seed and r["precision"] == precision)]
             out = work / f"{model}-{precision}-seed-{seed}"
             shutil.rmtree(out, ignore_errors=True)
             print(f"(d) {model}, {precision}, seed {seed}, load {_load()}", flush=True)
@@ -574,7 +580,8 @@ def main() -> None:
                 save()
 
             precision_study(args.precision_model, data_dir, work, args.run_threads, args.precision_tasks.split(","),
-                            [int(s) for s in args.seeds.split(",")], save_study)
+                            [int(s) for s in args.seeds.split(",")], save_study,
+                            done=studies.get(args.precision_model, {}).get("runs"))
         session["load_end"] = _load()
         save()
         print(f"raw results: {work / 'results.json'}")
