@@ -441,6 +441,11 @@ def _render_full(full: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _signed(points: float) -> str:
+    """``+0.4``, ``-0.1``; a difference that rounds to zero is ``+0.0``, never ``-0.0``."""
+    return f"{round(points, 1) + 0.0:+.1f}"
+
+
 def render_precision(study: dict[str, Any], sessions: list[dict[str, Any]]) -> list[str]:
     """Part (d): per task, each precision's main dev metric per seed and its mean, the mean per-seed difference
     and the median ratio of training rates, then whether bf16 keeps dev within 1 point and trains faster on every
@@ -466,19 +471,19 @@ def render_precision(study: dict[str, Any], sessions: list[dict[str, Any]]) -> l
             continue
         dev = {p: [by[p][s]["metrics"][key] for s in seeds] for p in PRECISIONS}
         rate = {p: [by[p][s]["examples_per_second"] for s in seeds] for p in PRECISIONS}
-        differences[task] = round(float(np.mean(np.subtract(dev["bf16"], dev["fp32"]))), 1) + 0.0  # no "-0.0"
+        differences[task] = float(np.mean(np.subtract(dev["bf16"], dev["fp32"])))
         ratios[task] = ratio = float(np.median(np.divide(rate["bf16"], rate["fp32"])))
         lines.append(f"| {task} | {key} | {' / '.join(f'{x:.1f}' for x in dev['fp32'])} | "
                      f"{' / '.join(f'{x:.1f}' for x in dev['bf16'])} | {np.mean(dev['fp32']):.1f} | "
-                     f"{np.mean(dev['bf16']):.1f} | {differences[task]:+.1f} | {np.median(rate['fp32']):,.0f} | "
+                     f"{np.mean(dev['bf16']):.1f} | {_signed(differences[task])} | {np.median(rate['fp32']):,.0f} | "
                      f"{np.median(rate['bf16']):,.0f} | {ratio:.2f}x |")
     if not differences:  # a study stopped before its first seed ran in both precisions
         return [*lines, "", "No seed has run in both precisions yet.", ""]
     worst, slowest = min(differences, key=lambda t: differences[t]), min(ratios, key=lambda t: ratios[t])
     kept, faster = all(d >= -1.0 for d in differences.values()), all(r > 1.0 for r in ratios.values())
     lines += ["", "bf16 keeps dev within 1 point of fp32 (mean over seeds) on every task: "
-              f"**{'yes' if kept else 'no'}** (lowest: {worst} {differences[worst]:+.1f}); it trains faster on every "
-              f"task: **{'yes' if faster else 'no'}** (slowest: {slowest} {ratios[slowest]:.2f}x)."
+              f"**{'yes' if kept else 'no'}** (lowest: {worst} {_signed(differences[worst])}); it trains faster on "
+              f"every task: **{'yes' if faster else 'no'}** (slowest: {slowest} {ratios[slowest]:.2f}x)."
               + (f" So `--mixed-precision auto` trains {model} in bf16 on CPUs that compute it natively."
                  if kept and faster else f" So `--mixed-precision auto` keeps {model} in fp32."), ""]
     return lines

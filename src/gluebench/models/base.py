@@ -86,9 +86,8 @@ class TaskModel(ABC):
 
     module: nn.Module
     capabilities: frozenset[Capability] = frozenset()  # of LAYER_OUTPUTS, TOKEN_OUTPUTS, WORD_EMBEDDINGS, ...
-    # what `--mixed-precision auto` takes on a device that computes bf16 natively: "bf16" where it was measured
-    # faster at the same accuracy (fine-tuned Transformers, glove-bilstm, glove-transformer;
-    # docs/results/speed.md), else "no"
+    # what `--mixed-precision auto` takes on a device that computes bf16 natively: "bf16" where the family was
+    # measured faster in it at the same accuracy (docs/results/speed.md; each family says where), else "no"
     auto_precision: str = "no"
 
     @abstractmethod
