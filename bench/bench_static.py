@@ -227,12 +227,13 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def precision_study(model: str, data_dir: Path, work: Path, threads: int, tasks: list[str],
-                    seeds: list[int], save: Callable[[dict[str, Any]], None],
+                    seeds: list[int], save: Callable[[dict[str, Any]], None], session: str,
                     done: list[dict[str, Any]] | None = None) -> None:
     """Full single-task runs of ``model`` in fp32 and in bf16, one seed at a time, the order reversed every
     other seed, so both precisions meet the same load and the same seeds. ``save`` gets the study so far
     after every run; ``done`` (a saved study's runs) skips the (seed, precision) runs that have all ``tasks``,
-    so a stopped or shorter study goes on where it stood."""
+    so a stopped or shorter study goes on where it stood. Each run records its ``session`` (the invocation's
+    date), so the report names only the invocations whose runs it shows."""
     torch.set_num_threads(threads)
     runs: list[dict[str, Any]] = list(done or [])
     for number, seed in enumerate(seeds):
@@ -248,7 +249,7 @@ def precision_study(model: str, data_dir: Path, work: Path, threads: int, tasks:
                                     mixed_precision="no" if precision == "fp32" else precision))
             runs += [{"task": name, "seed": seed, "precision": precision, "metrics": info["mean"],
                       "examples_per_second": info["examples_per_second"], "train_seconds": info["train_seconds"],
-                      "load": _load()} for name, info in summary.tasks.items()]
+                      "load": _load(), "session": session} for name, info in summary.tasks.items()]
             save({"model": model, "threads": threads, "seeds": sorted({r["seed"] for r in runs}), "runs": runs})
 
 
@@ -451,10 +452,12 @@ def render_precision(study: dict[str, Any], sessions: list[dict[str, Any]]) -> l
     and the median ratio of training rates, then whether bf16 keeps dev within 1 point and trains faster on every
     task (both: what ``auto`` should pick)."""
     model, runs = study["model"], study["runs"]
+    shown = {r.get("session") for r in runs}  # runs saved before they named their session: every (d) session
     lines = [f"## (d) fp32 against bf16: {model}, {len(study['seeds'])} seeds, {study['threads']} thread(s)", "",
              *(f"Run: `{x['command']}`, {x['date'][:16].replace('T', ' ')} UTC, commit `{x['commit']}`, load "
                f"{x['load_start']} → {x['load_end']}." for x in sessions
-               if "d" in x["parts"].split(",") and x.get("precision_model", "glove-bilstm") == model), "",
+               if "d" in x["parts"].split(",") and x.get("precision_model", "glove-bilstm") == model
+               and (None in shown or x["date"] in shown)), "",
              f"Full single-task runs (`gluebench run --model {model} --mixed-precision no|bf16`, family defaults, "
              "early stopping on dev), one seed at a time, the two precisions one after the other (order reversed "
              "every other seed). Dev is the task's main metric (x100) at the best epoch; rates are training "
@@ -585,7 +588,7 @@ def main() -> None:
                 save()
 
             precision_study(args.precision_model, data_dir, work, args.run_threads, args.precision_tasks.split(","),
-                            [int(s) for s in args.seeds.split(",")], save_study,
+                            [int(s) for s in args.seeds.split(",")], save_study, session["date"],
                             done=studies.get(args.precision_model, {}).get("runs"))
         session["load_end"] = _load()
         save()

@@ -60,6 +60,7 @@ LAYERS, HIDDEN, FFN = 6, 384, 1536  # MiniLM-L6-H384
 # microsoft/unilm MiniLM README, MiniLM-L6-H384 (distilled from UniLMv2-base), dev sets
 PUBLISHED = {"SST-2": 91.5, "MRPC": 88.9, "CoLA": 47.5, "RTE": 68.8}
 SMALL_TASKS = ("MRPC", "RTE", "WNLI", "STS-B", "CoLA")
+GOAL_SHARE = 0.6  # the goal: share of the bf16 2048³ matmul ceiling gluebench's training reaches
 
 
 def _peak_rss_mb() -> float:
@@ -884,8 +885,8 @@ def _render_best(args: argparse.Namespace, results: dict[str, Any]) -> list[str]
                 lines.append(f"| {s} | {achieved[s]:.0f} | {achieved[s] / c[dtype + '_2048']:.0%} | "
                              f"{achieved[s] / c[dtype + '_ffn']:.0%} |")
             share = achieved["gluebench-bf16"] / c["bf16_2048"]
-            lines += ["", f"Goal ≥ 60 % of the bf16 ceiling (2048² product): **{share:.0%}** "
-                      f"({'met' if share >= 0.6 else 'NOT met'}).", ""]
+            lines += ["", f"Goal ≥ {GOAL_SHARE:.0%} of the bf16 ceiling (2048² product): **{share:.0%}** "
+                      f"({'met' if share >= GOAL_SHARE else 'NOT met'}).", ""]
     profiles = {p: v for p in ("fp32", "bf16") if (v := results.get(f"profile:{p}"))}
     if profiles:
         ones = {p: v["one_sentence"] for p, v in profiles.items() if "one_sentence" in v}
@@ -952,6 +953,13 @@ def _render_best(args: argparse.Namespace, results: dict[str, Any]) -> list[str]
                 lines[-1] += (f" The rest of the real step, {1000 * rest:.0f} ms, carries its {flops / 1e9:.1f} GFLOP "
                               f"({1000 * flops / rate:.0f} ms at the median {precision} 2048³ rate above): the work "
                               f"that grows with the tokens runs at {flops / rate / rest:.0%} of that ceiling.")
+                if precision == "bf16":  # the goal: what 60 % would ask of a step this size
+                    allowed = flops / (GOAL_SHARE * rate)
+                    lines[-1] += (f" So {GOAL_SHARE:.0%} of the bf16 ceiling needs a step of at most "
+                                  f"{1000 * allowed:.0f} ms here; with the token work at the rate it reaches, "
+                                  f"{1000 * max(allowed - rest, 0):.0f} ms would be left for what every step costs "
+                                  f"whatever its batch, now {1000 * v['step_seconds']:.0f} ms, and even at 100% of "
+                                  f"the ceiling {1000 * max(allowed - flops / rate, 0):.0f} ms.")
         lines.append("")
     return lines
 

@@ -245,8 +245,8 @@ def static_capabilities(encoder: str) -> frozenset[Capability]:
 
 # What `--mixed-precision auto` takes per encoder where the device computes bf16 natively: bf16 where full runs
 # over seeds kept every task's mean dev within 1 point and trained faster (docs/results/speed.md, (d)):
-# glove-bilstm (5 tasks x 5 seeds, within 0.1 point, 1.24-1.68x), glove-transformer (4 tasks x 5 seeds, within
-# 0.7 point, 1.11-1.35x); fp32 for glove-cbow (same dev, not faster: 0.86-1.08x).
+# glove-bilstm (5 tasks x 5 seeds, within 0.1 point, 1.24-1.68x), glove-transformer (5 tasks x 5 seeds, within
+# 0.7 point, 1.05-1.21x); fp32 for glove-cbow (same dev, not faster: 0.86-1.08x).
 AUTO_PRECISION = {"bilstm": "bf16", "transformer": "bf16"}
 
 
