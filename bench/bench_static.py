@@ -228,12 +228,13 @@ PRECISIONS = ("fp32", "bf16")
 
 def precision_study(model: str, data_dir: Path, work: Path, threads: int, tasks: list[str],
                     seeds: list[int], save: Callable[[dict[str, Any]], None], session: str,
-                    done: list[dict[str, Any]] | None = None) -> None:
+                    done: list[dict[str, Any]] | None = None, freeze_encoder: bool = False) -> None:
     """Full single-task runs of ``model`` in fp32 and in bf16, one seed at a time, the order reversed every
     other seed, so both precisions meet the same load and the same seeds. ``save`` gets the study so far
     after every run; ``done`` (a saved study's runs) skips the (seed, precision) runs that have all ``tasks``,
     so a stopped or shorter study goes on where it stood. Each run records its ``session`` (the invocation's
-    date), so the report names only the invocations whose runs it shows."""
+    date), so the report names only the invocations whose runs it shows. ``freeze_encoder``: a Transformer's
+    head on its cached sentence vectors (`study_name`)."""
     torch.set_num_threads(threads)
     runs: list[dict[str, Any]] = list(done or [])
     for number, seed in enumerate(seeds):
@@ -241,16 +242,22 @@ def precision_study(model: str, data_dir: Path, work: Path, threads: int, tasks:
             if set(tasks) <= {r["task"] for r in runs if r["seed"] == seed and r["precision"] == precision}:
                 continue
             runs = [r for r in runs if not (r["seed"] == seed and r["precision"] == precision)]
-            out = work / f"{model}-{precision}-seed-{seed}"
+            out = work / f"{model}{'-frozen' if freeze_encoder else ''}-{precision}-seed-{seed}"
             shutil.rmtree(out, ignore_errors=True)
             print(f"(d) {model}, {precision}, seed {seed}, load {_load()}", flush=True)
             summary = run(RunConfig(model=model, tasks=tasks, seeds=[seed], data_dir=str(data_dir),
-                                    output_dir=str(out), progress=False,
+                                    output_dir=str(out), progress=False, freeze_encoder=freeze_encoder,
                                     mixed_precision="no" if precision == "fp32" else precision))
             runs += [{"task": name, "seed": seed, "precision": precision, "metrics": info["mean"],
                       "examples_per_second": info["examples_per_second"], "train_seconds": info["train_seconds"],
                       "load": _load(), "session": session} for name, info in summary.tasks.items()]
-            save({"model": model, "threads": threads, "seeds": sorted({r["seed"] for r in runs}), "runs": runs})
+            save({"model": study_name(model, freeze_encoder), "threads": threads,
+                  "seeds": sorted({r["seed"] for r in runs}), "runs": runs})
+
+
+def study_name(model: str, freeze_encoder: bool) -> str:
+    """A study's key and heading: the ``--model`` and, for a frozen encoder, its flag."""
+    return f"{model} --freeze-encoder" if freeze_encoder else model
 
 
 # ---- report -----------------------------------------------------------------------------------------
@@ -533,6 +540,8 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(ENCODERS), help="encoders for part (b)")
     parser.add_argument("--precision-model", default="glove-bilstm", help="the encoder part (d) studies")
     parser.add_argument("--precision-tasks", default="SST-2,CoLA,MRPC,STS-B,RTE", help="part (d)'s tasks")
+    parser.add_argument("--precision-freeze-encoder", action="store_true",
+                        help="part (d) with --freeze-encoder: a Transformer model's head on its cached vectors")
     parser.add_argument("--seeds", default="1,2,3", help="part (d)'s seeds, comma-separated")
     parser.add_argument("--render-only", default=None, help="re-render the Markdown from a results.json")
     parser.add_argument("--reuse", default=None,
@@ -554,7 +563,7 @@ def main() -> None:
         machine = machine_info()
         session = {"command": "python bench/bench_static.py " + shlex.join(sys.argv[1:]), "commit": machine["commit"],
                    "date": machine["date"], "parts": args.parts, "load_start": _load(), "load_end": "?",
-                   "precision_model": args.precision_model}
+                   "precision_model": study_name(args.precision_model, args.precision_freeze_encoder)}
         results.update({"machine": machine, "sessions": [*sessions, session]})
         parts = set(args.parts.split(","))
 
@@ -584,12 +593,13 @@ def main() -> None:
             studies = results["precision"] = {**results.get("precision", {})}  # by encoder: others stay
 
             def save_study(study: dict[str, Any]) -> None:
-                studies[args.precision_model] = study
+                studies[study["model"]] = study
                 save()
 
             precision_study(args.precision_model, data_dir, work, args.run_threads, args.precision_tasks.split(","),
                             [int(s) for s in args.seeds.split(",")], save_study, session["date"],
-                            done=studies.get(args.precision_model, {}).get("runs"))
+                            done=studies.get(session["precision_model"], {}).get("runs"),
+                            freeze_encoder=args.precision_freeze_encoder)
         session["load_end"] = _load()
         save()
         print(f"raw results: {work / 'results.json'}")

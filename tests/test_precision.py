@@ -89,6 +89,8 @@ def test_auto_precision_is_bf16_where_measured_and_the_device_computes_bf16(
     cbow = get_family("glove-cbow").build(TASKS["SST-2"], train_set, FamilyOptions(), seed=1)
     bilstm = get_family("glove-bilstm").build(TASKS["SST-2"], train_set, FamilyOptions(), seed=1)
     glove_transformer = get_family("glove-transformer").build(TASKS["SST-2"], train_set, FamilyOptions(), seed=1)
+    frozen = get_family("minilm").build(TASKS["SST-2"], train_set, FamilyOptions(max_length=16, freeze_encoder=True),
+                                        seed=1)
     if not torch.cuda.is_available():  # on a CPU the kernel's flags decide (this machine has AVX512-BF16)
         assert native_bf16() == _cpu_has_native_bf16()
     native = native_bf16()
@@ -96,6 +98,7 @@ def test_auto_precision_is_bf16_where_measured_and_the_device_computes_bf16(
     assert resolve_mixed_precision("auto", [bilstm]) == ("bf16" if native else "no")
     assert resolve_mixed_precision("auto", [glove_transformer]) == ("bf16" if native else "no")
     assert resolve_mixed_precision("auto", [cbow]) == "no"  # glove-cbow: bf16 measured, not faster
+    assert resolve_mixed_precision("auto", [frozen]) == "no"  # a frozen encoder's head: the same
     assert resolve_mixed_precision("auto", [bilstm, cbow]) == "no"
     assert resolve_mixed_precision("auto", [minilm, cbow]) == "no"
     assert resolve_mixed_precision("no", [minilm]) == "no" and resolve_mixed_precision("bf16", [cbow]) == "bf16"

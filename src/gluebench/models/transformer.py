@@ -527,6 +527,7 @@ class FrozenEncoderTaskModel(TaskModel):
 
     module: FrozenHead
     capabilities = frozenset({Capability.LAYER_OUTPUTS, Capability.TOKEN_OUTPUTS})
+    auto_precision = "no"  # bf16 kept dev (5 tasks x 5 seeds) but trained 0.86-1.08x here (speed.md, (d))
 
     def __init__(self, task: TaskSpec, source: str, tokenizer: Any, encoder: PreTrainedModel, max_length: int,
                  pooling: str, hidden: int, dropout: float) -> None:
